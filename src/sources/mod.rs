@@ -1,0 +1,122 @@
+//! Sources: one task per device (Modbus TCP, serial port, MQTT subscription) or per
+//! bus (Modbus RTU), each turning what a device says into [`Reading`]s.
+//!
+//! Sources never touch SQLite and know nothing about upstream wire formats. They send
+//! [`SourceBatch`]es into a bounded channel, so a slow pipeline pushes back on them.
+//! A source whose input must be acknowledged (MQTT QoS 1, a serial line with a
+//! query/response protocol) attaches an [`Ack`]; the outbox writer fires it only after
+//! the records made from that batch are committed.
+
+use crate::record::{SensorType, TimestampUs};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// The value of one reading.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// One number, already scaled (`raw * scale + offset`).
+    Scalar(f64),
+    /// A block of waveform samples, already scaled, oldest first. `ts_us` of the
+    /// reading is the time of the last sample.
+    Block {
+        sample_rate_hz: f64,
+        samples: Arc<[f32]>,
+    },
+    /// A text register (Modbus string), kept for device identification; not forwarded
+    /// as a reading.
+    Text(String),
+    /// The device answered with an error for this channel (e.g. a Modbus exception);
+    /// the reading is kept with quality 0 and the reason in `flags`.
+    Missing,
+}
+
+/// One reading of one channel of one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// Device id from the gateway config.
+    pub device: Arc<str>,
+    /// Channel name from the hardware profile.
+    pub channel: Arc<str>,
+    /// Upstream sensor id: `<device>.<channel>`.
+    pub sensor_id: Arc<str>,
+    pub sensor_type: SensorType,
+    pub unit: Arc<str>,
+    pub ts_us: TimestampUs,
+    pub value: Value,
+    /// 0..1. Sources set 1.0, or 0.0 when the device reported an error.
+    pub quality: f32,
+    /// Why quality is below 1 (`modbus_exception:2`, `timeout`, ...).
+    pub flags: Vec<String>,
+}
+
+/// Identity of a channel, shared by every reading of it (cheap to clone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelId {
+    pub device: Arc<str>,
+    pub channel: Arc<str>,
+    pub sensor_id: Arc<str>,
+    pub sensor_type: SensorType,
+    pub unit: Arc<str>,
+}
+
+impl ChannelId {
+    pub fn new(device: &str, channel: &str, sensor_type: SensorType, unit: &str) -> Self {
+        ChannelId {
+            device: Arc::from(device),
+            channel: Arc::from(channel),
+            sensor_id: Arc::from(format!("{device}.{channel}")),
+            sensor_type,
+            unit: Arc::from(unit),
+        }
+    }
+
+    /// A clean reading (quality 1) of this channel.
+    pub fn reading(&self, ts_us: TimestampUs, value: Value) -> Reading {
+        Reading {
+            device: self.device.clone(),
+            channel: self.channel.clone(),
+            sensor_id: self.sensor_id.clone(),
+            sensor_type: self.sensor_type,
+            unit: self.unit.clone(),
+            ts_us,
+            value,
+            quality: 1.0,
+            flags: Vec::new(),
+        }
+    }
+
+    /// A reading that failed at the device: quality 0, with the reason.
+    pub fn failed(&self, ts_us: TimestampUs, flag: impl Into<String>) -> Reading {
+        Reading {
+            quality: 0.0,
+            flags: vec![flag.into()],
+            ..self.reading(ts_us, Value::Missing)
+        }
+    }
+}
+
+/// Fired by the outbox writer once everything made from a batch is committed.
+/// Dropping it without firing means "not stored": the source must not acknowledge
+/// its input (MQTT will redeliver).
+#[derive(Debug)]
+pub struct Ack(oneshot::Sender<()>);
+
+impl Ack {
+    /// A new ack and the receiver the source waits on.
+    pub fn new() -> (Ack, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack(tx), rx)
+    }
+
+    /// Signals the source that its input is durable.
+    pub fn committed(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// What a source sends down the pipeline: the readings of one poll, line or message.
+#[derive(Debug, Default)]
+pub struct SourceBatch {
+    pub readings: Vec<Reading>,
+    pub ack: Option<Ack>,
+}
