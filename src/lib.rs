@@ -4,5 +4,13 @@
 //! sources (modbus | serial | mqtt) -> pipeline (validate, windows + features, detect,
 //! summarise) -> outbox (SQLite, the only durable state) -> upstream forwarders.
 
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod diag;
+pub mod outbox;
+pub mod pipeline;
+pub mod profiles;
 pub mod record;
 pub mod sources;
+pub mod upstream;

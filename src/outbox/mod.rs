@@ -1,0 +1,5 @@
+//! PLACEHOLDER until the outbox branch lands.
+use serde::Deserialize;
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {}
