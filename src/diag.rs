@@ -381,7 +381,16 @@ pub fn deserialize_all<T: DeserializeOwned>(
                 f.0.extend(table_orig.0);
                 diags.push(file.diag_at(span.clone(), f.join(name.as_str()), message));
             }
-            if table_work.0.is_empty() || !drop_at(file, path, &mut work, &table_work) {
+            if table_work.0.is_empty() {
+                return None;
+            }
+            if let Some(Seg::Key(k)) = table_work.0.last() {
+                let parent = FieldPath(table_work.0[..table_work.0.len() - 1].to_vec());
+                if let Some(p) = value_in(&work, &parent) {
+                    removed.push((p.span(), k.clone()));
+                }
+            }
+            if !drop_at(file, path, &mut work, &table_work) {
                 return None;
             }
             continue;

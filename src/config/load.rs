@@ -318,13 +318,18 @@ fn check_config(
         } else {
             let p = crate::profiles::load_profile(&profile_path, diags);
             if p.is_none() {
-                diags.push(file.diag(
-                    &path.join("profile"),
-                    format!(
-                        "profile {:?} has errors (listed above); device {:?} will not run",
-                        d.profile, d.id
-                    ),
-                ));
+                // The errors themselves are in the profile file; here only a note,
+                // so that the rest of the gateway still runs.
+                diags.push(
+                    file.diag(
+                        &path.join("profile"),
+                        format!(
+                            "profile {:?} has errors (listed above); device {:?} will not run",
+                            d.profile, d.id
+                        ),
+                    )
+                    .warning(),
+                );
             }
             p
         };

@@ -63,7 +63,15 @@ pub fn validate_profile(file: &SourceFile, p: &Profile, diags: &mut Vec<Diagnost
             );
         }
     }
-    if p.modbus.is_none() && p.serial.is_none() && p.mqtt.is_none() {
+    // Sections dropped for errors of their own still count as present.
+    let in_file = |k: &str| file.value_at(&root.join(k)).is_some();
+    if p.modbus.is_none()
+        && p.serial.is_none()
+        && p.mqtt.is_none()
+        && !in_file("modbus")
+        && !in_file("serial")
+        && !in_file("mqtt")
+    {
         err(&root, "the profile says how to read the sensor in none of [modbus], [serial] or [mqtt]; add one".into());
     }
     if let Some(m) = &p.modbus {
