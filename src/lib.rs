@@ -4,5 +4,6 @@
 //! sources (modbus | serial | mqtt) -> pipeline (validate, windows + features, detect,
 //! summarise) -> outbox (SQLite, the only durable state) -> upstream forwarders.
 
+pub mod outbox;
 pub mod record;
 pub mod sources;
