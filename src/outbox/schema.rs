@@ -7,6 +7,7 @@
 
 use super::error::OutboxError;
 use super::settings::SyncMode;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -105,19 +106,71 @@ fn classify(path: &Path, context: &'static str, e: rusqlite::Error) -> OpenFailu
     }
 }
 
-/// Opens read-write (creating the file), sets the pragmas, checks integrity and
-/// migrates. Corruption anywhere on the way is reported as [`OpenFailure::Corrupt`].
+/// Opens read-write (creating the file), checks integrity and ownership, sets the
+/// pragmas and migrates. Corruption anywhere on the way is reported as
+/// [`OpenFailure::Corrupt`], before anything was written to the file.
 pub(crate) fn open_checked(path: &Path, sync: SyncMode) -> Result<Connection, OpenFailure> {
+    // A file that does not even start like SQLite is moved aside before SQLite opens
+    // it: SQLite may otherwise delete a `-wal` next to it that the operator wants.
+    precheck_header(path)?;
     let conn = Connection::open(path).map_err(|e| classify(path, "opening", e))?;
-    configure(&conn, sync).map_err(|e| classify(path, "setting pragmas", e))?;
-    if let Some(problem) = quick_check(&conn).map_err(|e| classify(path, "quick_check", e))? {
+    match check_and_migrate(&conn, path, sync) {
+        Ok(()) => Ok(conn),
+        Err(OpenFailure::Corrupt(detail)) => {
+            // Leave the WAL as it is for whoever inspects the moved file.
+            let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+            Err(OpenFailure::Corrupt(detail))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+fn check_and_migrate(conn: &Connection, path: &Path, sync: SyncMode) -> Result<(), OpenFailure> {
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| classify(path, "setting busy_timeout", e))?;
+    if let Some(problem) = quick_check(conn).map_err(|e| classify(path, "quick_check", e))? {
         return Err(OpenFailure::Corrupt(format!("quick_check: {problem}")));
     }
-    migrate(&conn, path).map_err(|e| match e {
+    // Ownership before any write: a foreign database must be moved aside untouched.
+    check_version(conn, path).map_err(|e| match e {
         OutboxError::Corrupt { detail, .. } => OpenFailure::Corrupt(detail),
         other => OpenFailure::Other(other),
     })?;
-    Ok(conn)
+    configure(conn, sync).map_err(|e| classify(path, "setting pragmas", e))?;
+    migrate(conn, path).map_err(|e| match e {
+        OutboxError::Corrupt { detail, .. } => OpenFailure::Corrupt(detail),
+        other => OpenFailure::Other(other),
+    })
+}
+
+fn precheck_header(path: &Path) -> Result<(), OpenFailure> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(OpenFailure::Other(OutboxError::Io {
+                path: path.to_path_buf(),
+                context: "opening the outbox file",
+                source,
+            }))
+        }
+    };
+    let mut header = Vec::with_capacity(16);
+    if let Err(source) = file.by_ref().take(16).read_to_end(&mut header) {
+        return Err(OpenFailure::Other(OutboxError::Io {
+            path: path.to_path_buf(),
+            context: "reading the outbox header",
+            source,
+        }));
+    }
+    if header.is_empty() || header == b"SQLite format 3\0" {
+        Ok(())
+    } else {
+        Err(OpenFailure::Corrupt(
+            "not an SQLite database (bad file header)".to_string(),
+        ))
+    }
 }
 
 /// Opens an existing outbox without creating, checking or repairing anything (CLI).
@@ -172,7 +225,7 @@ fn quick_check(conn: &Connection) -> rusqlite::Result<Option<String>> {
     }
 }
 
-fn migrate(conn: &Connection, path: &Path) -> Result<(), OutboxError> {
+fn check_version(conn: &Connection, path: &Path) -> Result<i64, OutboxError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| sql_err(path, "reading the schema version", e))?;
@@ -196,6 +249,11 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), OutboxError> {
             });
         }
     }
+    Ok(version)
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), OutboxError> {
+    let version = check_version(conn, path)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let to = i as i64 + 1;
         let batch = format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;");
