@@ -34,6 +34,11 @@ impl OutboxHandle {
         }
     }
 
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Runs `f` with the store on the blocking pool.
     pub async fn with<T, F>(&self, f: F) -> Result<T, OutboxError>
     where

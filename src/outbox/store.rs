@@ -176,8 +176,8 @@ impl Outbox {
         self.epoch = self.get_meta("epoch")?.unwrap_or_default();
         self.gateway_id = self.get_meta("gateway_id")?.unwrap_or_default();
         self.key_prefix = format!("{}:{}:", self.gateway_id, self.epoch);
-        if !self.read_only || self.upstreams.is_empty() {
-            // Without configuration, every cursor row is shown (CLI).
+        {
+            // Until `open` sets the configured list, every cursor row counts (CLI).
             let mut stmt = self
                 .conn
                 .prepare("SELECT upstream FROM cursors ORDER BY upstream")

@@ -99,17 +99,13 @@ pub async fn run_writer(
         }
     }
     tracing::info!(
-        path = %outbox_path(&outbox),
+        path = %outbox.path().display(),
         records = report.records_committed,
         transactions = report.transactions,
         abandoned = report.records_abandoned,
         "Outbox writer finished: its input closed."
     );
     report
-}
-
-fn outbox_path(outbox: &OutboxHandle) -> String {
-    outbox.blocking(|o| o.path().display().to_string())
 }
 
 async fn commit(
