@@ -65,12 +65,12 @@ def to_onnx(m: Mahalanobis, graph_name: str, doc: str) -> onnx.ModelProto:
         numpy_helper.from_array(np.array([1], dtype=np.int64), "sum_axes"),
     ]
     nodes = [
-        helper.make_node("Sub", ["features", "mu"], ["centred"], name="centre"),
-        helper.make_node("Div", ["centred", "sigma"], ["z"], name="scale"),
-        helper.make_node("MatMul", ["z", "whiten"], ["d"], name="whiten"),
-        helper.make_node("Mul", ["d", "d"], ["d2"], name="square"),
-        helper.make_node("ReduceSum", ["d2", "sum_axes"], ["d2_sum"], name="sum", keepdims=1),
-        helper.make_node("Sqrt", ["d2_sum"], ["score"], name="distance"),
+        helper.make_node("Sub", ["features", "mu"], ["centred"], name="op_centre"),
+        helper.make_node("Div", ["centred", "sigma"], ["z"], name="op_scale"),
+        helper.make_node("MatMul", ["z", "whiten"], ["d"], name="op_whiten"),
+        helper.make_node("Mul", ["d", "d"], ["d2"], name="op_square"),
+        helper.make_node("ReduceSum", ["d2", "sum_axes"], ["d2_sum"], name="op_sum", keepdims=1),
+        helper.make_node("Sqrt", ["d2_sum"], ["score"], name="op_distance"),
     ]
     graph = helper.make_graph(
         nodes,
@@ -88,7 +88,18 @@ def to_onnx(m: Mahalanobis, graph_name: str, doc: str) -> onnx.ModelProto:
         ir_version=IR_VERSION,
     )
     onnx.checker.check_model(model, full_check=True)
+    check_unique_names(model)
     return model
+
+
+def check_unique_names(model: onnx.ModelProto) -> None:
+    """tract turns initializers into nodes named after them and refuses duplicate
+    node names ("duplicate name for node"), so node names must differ from every
+    tensor name as well as from each other."""
+    names = [n.name for n in model.graph.node] + [t.name for t in model.graph.initializer]
+    dup = {x for x in names if names.count(x) > 1}
+    if dup:
+        raise ValueError(f"duplicate node/initializer names (tract rejects them): {sorted(dup)}")
 
 
 ALLOWED_OPS = {"Sub", "Div", "MatMul", "Mul", "ReduceSum", "Sqrt"}
