@@ -119,7 +119,19 @@ impl ModelBundle {
         };
 
         let expected = bundle.manifest.example.output;
-        let actual = f64::from(bundle.score(&bundle.manifest.example.input[0])?);
+        // A model whose real input does not fit the manifest can get through tract's
+        // analysis (broadcasting) and only fail when run: that is a load failure.
+        let actual = match bundle.score(&bundle.manifest.example.input[0]) {
+            Ok(score) => f64::from(score),
+            Err(InferenceError::Run { bundle, message }) => {
+                return Err(InferenceError::Load {
+                    bundle,
+                    stage: "example run",
+                    message,
+                })
+            }
+            Err(e) => return Err(e),
+        };
         if (actual - expected).abs() > EXAMPLE_TOLERANCE * expected.abs().max(1e-6) {
             return Err(InferenceError::Example {
                 bundle: bundle.origin,

@@ -80,3 +80,6 @@ pub enum InferenceError {
 }
 
 pub type Result<T, E = InferenceError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

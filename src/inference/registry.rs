@@ -27,7 +27,18 @@ pub fn shared(registry: ModelRegistry) -> SharedRegistry {
 }
 
 /// The shipped default bundles, compiled in: (name, manifest.json, model.onnx).
-pub const DEFAULT_BUNDLES: &[(&str, &[u8], &[u8])] = &[];
+pub const DEFAULT_BUNDLES: &[(&str, &[u8], &[u8])] = &[
+    (
+        "vibration-default",
+        include_bytes!("../../models/vibration-default/manifest.json"),
+        include_bytes!("../../models/vibration-default/model.onnx"),
+    ),
+    (
+        "temperature-default",
+        include_bytes!("../../models/temperature-default/manifest.json"),
+        include_bytes!("../../models/temperature-default/model.onnx"),
+    ),
+];
 
 /// A set of checked bundles, indexed by the sensor types their manifests name.
 #[derive(Debug, Default, Clone)]
