@@ -245,3 +245,102 @@ pub fn fmt_num(v: f64) -> String {
         format!("{v:.3e}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    fn rules() -> EpisodeRules {
+        EpisodeRules {
+            debounce_k: 3,
+            debounce_m: 5,
+            hysteresis: 0.8,
+            clear_windows: 2,
+            cooldown_us: 100 * S,
+            update_interval_us: 30 * S,
+        }
+    }
+
+    /// Feeds scores (threshold 1.0) one per 10 s; returns the transitions with times.
+    fn run(t: &mut EpisodeTracker, start_s: i64, scores: &[f64]) -> Vec<(i64, Transition)> {
+        let r = rules();
+        scores
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &s)| {
+                let ts = (start_s + 10 * i as i64) * S;
+                let tr = t.observe(&r, ts, s > 1.0, s < 0.8, 0.5);
+                (tr != Transition::None).then_some((ts / S, tr))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn debounce_needs_k_of_m() {
+        let mut t = EpisodeTracker::new();
+        // Isolated anomalies never reach 3 of 5.
+        assert!(run(&mut t, 0, &[2.0, 0.1, 0.1, 2.0, 0.1, 0.1, 2.0, 0.1]).is_empty());
+        // The history carries on: 60 (A), 70, then 100 (A), 110, 120 (A) is 3 of 5.
+        let got = run(&mut t, 100, &[2.0, 0.1, 2.0, 2.0]);
+        assert_eq!(got, vec![(120, Transition::Open)]);
+        assert_eq!(t.episode_us(), Some(120 * S));
+        // Fresh: A, _, A, A -> opens on the third anomalous window.
+        let mut t = EpisodeTracker::new();
+        let got = run(&mut t, 0, &[2.0, 0.1, 2.0, 2.0]);
+        assert_eq!(got, vec![(30, Transition::Open)]);
+    }
+
+    #[test]
+    fn hysteresis_and_updates() {
+        let mut t = EpisodeTracker::new();
+        let got = run(
+            &mut t,
+            0,
+            // open at 20; 0.9 is below threshold but above 0.8: not clear.
+            // updates only on anomalous windows 30 s apart; two clear windows resolve.
+            &[2.0, 2.0, 2.0, 2.0, 0.9, 0.9, 2.0, 0.9, 0.5, 0.9, 0.5, 0.5],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (20, Transition::Open),
+                (60, Transition::Update),
+                (110, Transition::Resolved)
+            ]
+        );
+        assert!(!t.is_open());
+    }
+
+    #[test]
+    fn cooldown_blocks_a_new_episode() {
+        let mut t = EpisodeTracker::new();
+        let got = run(&mut t, 0, &[2.0, 2.0, 2.0, 0.1, 0.1]);
+        assert_eq!(
+            got,
+            vec![(20, Transition::Open), (40, Transition::Resolved)]
+        );
+        // Anomalous again right away: nothing until the cooldown (100 s after 40) ends.
+        let got = run(&mut t, 50, &[2.0; 12]);
+        assert_eq!(got, vec![(140, Transition::Open)]);
+    }
+
+    #[test]
+    fn anomaly_types_and_actions() {
+        assert_eq!(anomaly_type(SensorType::Bearing), "vibration_anomaly");
+        assert_eq!(anomaly_type(SensorType::Vibration), "vibration_anomaly");
+        assert_eq!(anomaly_type(SensorType::Temperature), "temperature_anomaly");
+        assert_eq!(anomaly_type(SensorType::Pressure), "pressure_anomaly");
+        for t in [
+            "vibration_anomaly",
+            SENSOR_STUCK,
+            SENSOR_OUT_OF_RANGE,
+            "audio_anomaly",
+        ] {
+            assert!(recommended_actions(t).len() >= 2, "{t}");
+        }
+        assert_eq!(fmt_num(162.456), "162.5");
+        assert_eq!(fmt_num(0.12345), "0.1235");
+    }
+}

@@ -25,3 +25,6 @@ pub use detect::{MemoryStateStore, StateStore};
 pub use processor::{ChannelErrors, Processor, ProcessorCounters};
 pub use settings::PipelineSettings;
 pub use validate::ChannelLimits;
+
+#[cfg(test)]
+mod tests;

@@ -114,3 +114,53 @@ impl SummaryAggregator {
         self.bucket
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    #[test]
+    fn buckets_align_to_the_interval_and_close_on_the_next_bucket() {
+        let mut a = SummaryAggregator::new(60);
+        // 10:00:30 .. 10:00:50, then 10:01:05.
+        let base = 1_764_064_800 * S; // a multiple of 60 s
+        assert_eq!(a.push(base + 30 * S, 2.0), None);
+        assert_eq!(a.push(base + 40 * S, 6.0), None);
+        assert_eq!(a.push(base + 50 * S, 1.0), None);
+        let done = a.push(base + 65 * S, 9.0).expect("bucket closed");
+        assert_eq!(done.start_us, base);
+        assert_eq!(
+            (done.min, done.max, done.count, done.last),
+            (1.0, 6.0, 3, 1.0)
+        );
+        assert!((done.avg() - 3.0).abs() < 1e-12);
+        // A late reading for the closed bucket is counted, not summarised.
+        assert_eq!(a.push(base + 55 * S, 100.0), None);
+        assert_eq!(a.late, 1);
+        let open = a.flush().expect("partial bucket");
+        assert_eq!(
+            (open.start_us, open.count, open.max),
+            (base + 60 * S, 1, 9.0)
+        );
+        // flush keeps the bucket open.
+        assert_eq!(a.flush(), Some(open));
+    }
+
+    #[test]
+    fn a_restored_bucket_resumes() {
+        let base = 1_764_064_800 * S;
+        let mut a = SummaryAggregator::new(3600);
+        a.push(base + 10 * S, 4.0);
+        let partial = a.flush().expect("partial");
+        let mut b = SummaryAggregator::new(3600);
+        b.restore(partial);
+        b.push(base + 20 * S, 8.0);
+        let done = b.push(base + 3600 * S, 1.0).expect("closed");
+        assert_eq!(
+            (done.count, done.min, done.max, done.last),
+            (2, 4.0, 8.0, 8.0)
+        );
+    }
+}
