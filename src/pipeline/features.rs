@@ -228,15 +228,9 @@ impl Windower {
     /// Windows of `len` samples, consecutive windows sharing `overlap` (0..0.95) of them.
     pub fn new(len: usize, overlap: f64) -> Windower {
         let len = len.max(2);
-        let overlap = if overlap.is_finite() {
-            overlap.clamp(0.0, 0.95)
-        } else {
-            0.0
-        };
-        let hop = ((len as f64) * (1.0 - overlap)).round().max(1.0) as usize;
         Windower {
             len,
-            hop: hop.min(len),
+            hop: Windower::hop_for(len, overlap),
             buf: Vec::with_capacity(len),
             sample_rate_hz: 0.0,
             next_ts_us: None,
@@ -244,6 +238,18 @@ impl Windower {
             buf_start: 0,
             restarts: 0,
         }
+    }
+
+    /// The hop (samples between window starts) for `len` and `overlap`.
+    pub fn hop_for(len: usize, overlap: f64) -> usize {
+        let len = len.max(2);
+        let overlap = if overlap.is_finite() {
+            overlap.clamp(0.0, 0.95)
+        } else {
+            0.0
+        };
+        let hop = ((len as f64) * (1.0 - overlap)).round().max(1.0) as usize;
+        hop.min(len)
     }
 
     pub fn len(&self) -> usize {

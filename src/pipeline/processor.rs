@@ -425,8 +425,15 @@ impl Processor {
         ) else {
             return;
         };
-        let named = features.named();
-        self.episode(&id, r.ts_us, &det, &named, "readings", out);
+        self.episode(
+            &id,
+            r.ts_us,
+            &det,
+            &ROLLING_FEATURES,
+            &features.0,
+            "readings",
+            out,
+        );
     }
 
     fn block(&mut self, r: &Reading, samples: &Arc<[f32]>, fs: f64, out: &mut Vec<Record>) {
@@ -480,7 +487,7 @@ impl Processor {
         let windower = ch
             .windower
             .get_or_insert_with(|| Windower::new(len, overlap));
-        if windower.len() != len || windower.hop() != Windower::new(len, overlap).hop() {
+        if windower.len() != len || windower.hop() != Windower::hop_for(len, overlap) {
             *windower = Windower::new(len, overlap);
         }
         let pending = &mut self.pending;
@@ -525,7 +532,7 @@ impl Processor {
                 ts_us: w.meta.ts_us,
                 sample_rate_hz: w.meta.sample_rate_hz,
                 samples: w.samples,
-                features: named.clone(),
+                features: named,
                 score: det.as_ref().map(|d| d.score),
                 threshold: det.as_ref().map(|d| d.threshold),
                 detector: det.as_ref().map(|d| d.detector.clone()),
@@ -539,7 +546,15 @@ impl Processor {
                 self.counters.late_for_summary += std::mem::take(&mut ch.summary.late);
             }
             if let Some(det) = det {
-                self.episode(&id, w.meta.ts_us, &det, &named, "windows", out);
+                self.episode(
+                    &id,
+                    w.meta.ts_us,
+                    &det,
+                    &WINDOW_FEATURES,
+                    &w.features,
+                    "windows",
+                    out,
+                );
             }
         }
         self.pending = pending;
@@ -551,7 +566,8 @@ impl Processor {
         id: &ChannelId,
         ts_us: TimestampUs,
         det: &Detection,
-        features: &[(String, f64)],
+        names: &[&str],
+        values: &[f64],
         unit_of_work: &str,
         out: &mut Vec<Record>,
     ) {
@@ -566,6 +582,15 @@ impl Processor {
         let transition =
             ch.model_episode
                 .observe(&rules, ts_us, det.is_anomalous(), clear, det.confidence);
+        if transition == Transition::None {
+            return;
+        }
+        let features: Vec<(String, f64)> = names
+            .iter()
+            .zip(values)
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect();
+        let features = features.as_slice();
         let anomaly_type = alerts::anomaly_type(id.sensor_type);
         let label = type_label(&anomaly_type);
         let recent = ch.model_episode.recent_anomalous(&rules);
