@@ -1,0 +1,79 @@
+//! Feature extraction per window, and the whole detection path (Processor fed waveform
+//! blocks: windowing, features, tract scoring, episodes, summaries) on one core.
+//!
+//! Run: `cargo bench --bench features`. Numbers go into docs/PERFORMANCE.md.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use edgegw::inference::{shared, ModelRegistry};
+use edgegw::pipeline::features::FeatureExtractor;
+use edgegw::pipeline::{MemoryStateStore, PipelineSettings, Processor};
+use edgegw::record::SensorType;
+use edgegw::sources::{ChannelId, Value};
+use std::sync::Arc;
+
+fn cwru_holdout() -> Vec<f32> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/cwru/normal_12k_holdout.f32"
+    );
+    let bytes = std::fs::read(path).expect("testdata/cwru/normal_12k_holdout.f32");
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn features(c: &mut Criterion) {
+    let x = cwru_holdout();
+    let mut ex = FeatureExtractor::new(2048);
+    let mut g = c.benchmark_group("features");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("window_2048", |b| {
+        let mut offset = 0;
+        b.iter(|| {
+            offset = (offset + 1024) % (x.len() - 2048);
+            black_box(ex.compute(black_box(&x[offset..offset + 2048]), 12_000.0))
+        })
+    });
+    g.finish();
+}
+
+fn detection_path(c: &mut Criterion) {
+    let x = cwru_holdout();
+    let ch = ChannelId::new("pump1", "accel_de", SensorType::Vibration, "g");
+    let registry = shared(ModelRegistry::with_defaults().expect("default bundles"));
+    let mut p = Processor::new(
+        &PipelineSettings::default(),
+        registry,
+        Box::new(MemoryStateStore::new()),
+    );
+    // Blocks of 1024 samples (one hop): one window per block once warm.
+    let blocks: Vec<Arc<[f32]>> = x.chunks_exact(1024).map(Arc::from).collect();
+    let period_us = 1e6 / 12_000.0;
+    let mut n: u64 = 0;
+    let mut out = Vec::with_capacity(8);
+    let mut g = c.benchmark_group("detection_path");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("block_1024_one_window", |b| {
+        b.iter(|| {
+            let block = blocks[(n as usize) % blocks.len()].clone();
+            n += 1;
+            let ts = 1_764_028_800_000_000 + ((n * 1024 - 1) as f64 * period_us) as i64;
+            let r = ch.reading(
+                ts,
+                Value::Block {
+                    sample_rate_hz: 12_000.0,
+                    samples: block,
+                },
+            );
+            out.clear();
+            p.process_into(std::slice::from_ref(&r), &mut out);
+            black_box(out.len())
+        })
+    });
+    g.finish();
+    assert!(p.counters().windows > 0 && p.counters().scored_by_model == p.counters().windows);
+}
+
+criterion_group!(benches, features, detection_path);
+criterion_main!(benches);

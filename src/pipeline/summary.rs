@@ -1,0 +1,166 @@
+//! Per-channel summaries over fixed intervals of reading time.
+//!
+//! Buckets are aligned to multiples of the interval since the Unix epoch (an hourly
+//! bucket starts on the hour, UTC) and hold min, max, avg, count and the last value —
+//! the measures of the cloud's `sensor_readings_summary_hourly`, so the two can be
+//! compared. A bucket is emitted when the first reading of a later bucket arrives.
+//! A reading older than the open bucket (late, out of order) is not summarised; the
+//! processor counts it.
+//!
+//! Shutdown: [`SummaryAggregator::flush`] hands out the partial bucket *and keeps it*.
+//! The processor emits it and persists it in the state store; after a restart the
+//! bucket resumes from the persisted state, so when it completes it is emitted again
+//! with a superset of the readings. A bucket may therefore reach upstream twice with
+//! the same `(sensor_id, bucket_start_us, interval_secs)`, and the later one is the
+//! more complete: upstream must upsert on that key, last write wins. Readings between
+//! the last flush and a crash (no flush) are missing from their bucket's summary.
+
+use crate::record::TimestampUs;
+use serde::{Deserialize, Serialize};
+
+/// The running measures of one bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub start_us: TimestampUs,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub count: u64,
+    pub last: f64,
+    /// Time of `last`, so a restored bucket keeps the right "last" on out-of-order input.
+    pub last_ts_us: TimestampUs,
+}
+
+impl Bucket {
+    pub fn avg(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// The open bucket of one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryAggregator {
+    interval_us: i64,
+    bucket: Option<Bucket>,
+    /// Readings older than the open bucket, not summarised.
+    pub late: u64,
+}
+
+impl SummaryAggregator {
+    /// Buckets of `interval_secs` (at least 1).
+    pub fn new(interval_secs: u32) -> SummaryAggregator {
+        SummaryAggregator {
+            interval_us: i64::from(interval_secs.max(1)) * 1_000_000,
+            bucket: None,
+            late: 0,
+        }
+    }
+
+    /// Resumes a bucket persisted at the last shutdown.
+    pub fn restore(&mut self, bucket: Bucket) {
+        if bucket.start_us.rem_euclid(self.interval_us) == 0 {
+            self.bucket = Some(bucket);
+        }
+    }
+
+    pub fn start_of(&self, ts_us: TimestampUs) -> TimestampUs {
+        ts_us - ts_us.rem_euclid(self.interval_us)
+    }
+
+    /// Adds a value; returns the previous bucket when this value starts a later one.
+    pub fn push(&mut self, ts_us: TimestampUs, value: f64) -> Option<Bucket> {
+        if !value.is_finite() {
+            return None;
+        }
+        let start = self.start_of(ts_us);
+        let mut done = None;
+        match &mut self.bucket {
+            Some(b) if b.start_us == start => {
+                b.min = b.min.min(value);
+                b.max = b.max.max(value);
+                b.sum += value;
+                b.count += 1;
+                if ts_us >= b.last_ts_us {
+                    b.last = value;
+                    b.last_ts_us = ts_us;
+                }
+                return None;
+            }
+            Some(b) if start < b.start_us => {
+                self.late += 1;
+                return None;
+            }
+            Some(b) => done = Some(*b),
+            None => {}
+        }
+        self.bucket = Some(Bucket {
+            start_us: start,
+            min: value,
+            max: value,
+            sum: value,
+            count: 1,
+            last: value,
+            last_ts_us: ts_us,
+        });
+        done
+    }
+
+    /// The open bucket (partial), kept open. See the module docs.
+    pub fn flush(&self) -> Option<Bucket> {
+        self.bucket
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    #[test]
+    fn buckets_align_to_the_interval_and_close_on_the_next_bucket() {
+        let mut a = SummaryAggregator::new(60);
+        // 10:00:30 .. 10:00:50, then 10:01:05.
+        let base = 1_764_064_800 * S; // a multiple of 60 s
+        assert_eq!(a.push(base + 30 * S, 2.0), None);
+        assert_eq!(a.push(base + 40 * S, 6.0), None);
+        assert_eq!(a.push(base + 50 * S, 1.0), None);
+        let done = a.push(base + 65 * S, 9.0).expect("bucket closed");
+        assert_eq!(done.start_us, base);
+        assert_eq!(
+            (done.min, done.max, done.count, done.last),
+            (1.0, 6.0, 3, 1.0)
+        );
+        assert!((done.avg() - 3.0).abs() < 1e-12);
+        // A late reading for the closed bucket is counted, not summarised.
+        assert_eq!(a.push(base + 55 * S, 100.0), None);
+        assert_eq!(a.late, 1);
+        let open = a.flush().expect("partial bucket");
+        assert_eq!(
+            (open.start_us, open.count, open.max),
+            (base + 60 * S, 1, 9.0)
+        );
+        // flush keeps the bucket open.
+        assert_eq!(a.flush(), Some(open));
+    }
+
+    #[test]
+    fn a_restored_bucket_resumes() {
+        let base = 1_764_064_800 * S;
+        let mut a = SummaryAggregator::new(3600);
+        a.push(base + 10 * S, 4.0);
+        let partial = a.flush().expect("partial");
+        let mut b = SummaryAggregator::new(3600);
+        b.restore(partial);
+        b.push(base + 20 * S, 8.0);
+        let done = b.push(base + 3600 * S, 1.0).expect("closed");
+        assert_eq!(
+            (done.count, done.min, done.max, done.last),
+            (2, 4.0, 8.0, 8.0)
+        );
+    }
+}

@@ -1,0 +1,450 @@
+//! End-to-end tests of the processor on the committed real-data slices (CWRU, NAB),
+//! against the Python reference numbers in `testdata/expected/`, plus the fallback,
+//! validation alerts, summaries and hot swapping with synthetic readings.
+
+use super::*;
+use crate::inference::{shared, ModelRegistry, SharedRegistry};
+use crate::record::{AlertRecord, AlertState, Record, SensorType};
+use crate::sources::{ChannelId, Reading, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const S: i64 = 1_000_000;
+/// 2025-11-25T00:00:00Z, a multiple of an hour.
+const T0: i64 = 1_764_028_800 * S;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn defaults() -> SharedRegistry {
+    shared(ModelRegistry::with_defaults().expect("default bundles load"))
+}
+
+fn read_f32(rel: &str) -> Vec<f32> {
+    let bytes = std::fs::read(root().join(rel)).expect("test data");
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn expected(rel: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(root().join(rel)).expect("expected")).expect("json")
+}
+
+/// Blocks of `block` samples at 12 kHz, continuous from `t0`; ts is the last sample's.
+fn blocks(ch: &ChannelId, x: &[f32], block: usize, t0: i64) -> Vec<Reading> {
+    let period = 1e6 / 12_000.0;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < x.len() {
+        let end = (start + block).min(x.len());
+        let ts = t0 + ((end - 1) as f64 * period).round() as i64;
+        out.push(ch.reading(
+            ts,
+            Value::Block {
+                sample_rate_hz: 12_000.0,
+                samples: Arc::from(&x[start..end]),
+            },
+        ));
+        start = end;
+    }
+    out
+}
+
+fn windows(records: &[Record]) -> Vec<&crate::record::WindowRecord> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Window(w) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alerts(records: &[Record]) -> Vec<&AlertRecord> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Alert(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()) || (a - b).abs() <= 1e-6
+}
+
+#[test]
+fn cwru_slices_match_the_python_reference_end_to_end() {
+    let exp = expected("testdata/expected/vibration-default.json");
+    let ch = ChannelId::new("pump1", "accel_de", SensorType::Vibration, "g");
+    for file in exp["files"].as_array().expect("files") {
+        let name = file["file"].as_str().expect("file");
+        let x = read_f32(name);
+        let mut p = Processor::new(
+            &PipelineSettings::default(),
+            defaults(),
+            Box::new(MemoryStateStore::new()),
+        );
+        // 1000-sample blocks: windows (hop 1024) straddle block boundaries.
+        let records = p.process(&blocks(&ch, &x, 1000, T0));
+        let ws = windows(&records);
+        assert_eq!(
+            ws.len() as u64,
+            file["windows"].as_u64().expect("n"),
+            "{name}"
+        );
+        let scores = file["scores"].as_array().expect("scores");
+        let feats = file["features"].as_array().expect("features");
+        let mut flagged = 0;
+        for (i, w) in ws.iter().enumerate() {
+            for (fname, v) in &w.features {
+                let want = feats[i][fname.as_str()].as_f64().expect("feature");
+                assert!(
+                    close(*v, want, 1e-4),
+                    "{name} window {i}: {fname} {v} vs {want}"
+                );
+            }
+            let want = scores[i].as_f64().expect("score");
+            let got = w.score.expect("scored");
+            assert!(
+                close(got, want, 1e-4),
+                "{name} window {i}: score {got} vs {want}"
+            );
+            assert_eq!(w.detector.as_deref(), Some("vibration-default@1.0.0"));
+            // Window ts: time of its last sample (block times are whole µs: +-1).
+            let last = i * 1024 + 2047;
+            let want_ts = T0 + (last as f64 * 1e6 / 12_000.0).round() as i64;
+            assert!(
+                (w.ts_us - want_ts).abs() <= 1,
+                "{name} window {i}: ts {}",
+                w.ts_us
+            );
+            flagged += usize::from(got > w.threshold.expect("threshold"));
+        }
+        assert_eq!(
+            flagged as u64,
+            file["flagged"].as_u64().expect("flagged"),
+            "{name}"
+        );
+        let al = alerts(&records);
+        let episodes = file["alert_episodes"].as_array().expect("episodes");
+        match episodes.first() {
+            None => assert!(al.is_empty(), "{name}: false alarm {al:?}"),
+            Some(ep) => {
+                let open_idx = ep[0].as_u64().expect("open") as usize;
+                let open = al.first().expect("an alert");
+                assert_eq!(open.state, AlertState::Open, "{name}");
+                assert_eq!(
+                    open.ts_us, ws[open_idx].ts_us,
+                    "{name}: opened at another window"
+                );
+                assert_eq!(open.anomaly_type, "vibration_anomaly");
+                assert_eq!(open.episode_us, open.ts_us);
+                assert_eq!(
+                    open.severity,
+                    crate::record::severity_from_confidence(open.confidence)
+                );
+                assert_eq!(open.evidence["detector"], "vibration-default@1.0.0");
+                assert!(
+                    open.description.contains("pump1.accel_de"),
+                    "{}",
+                    open.description
+                );
+                assert!(!open.recommended_actions.is_empty());
+                // Updates at most every 300 s of reading time: 2 s of data has none.
+                assert_eq!(al.len(), 1, "{name}: {al:?}");
+            }
+        }
+        assert_eq!(p.counters().windows, ws.len() as u64);
+        assert_eq!(p.counters().scored_by_model, ws.len() as u64);
+    }
+}
+
+fn nab_readings(ch: &ChannelId) -> Vec<Reading> {
+    let text = std::fs::read_to_string(root().join("testdata/nab/machine_temperature_slice.csv"))
+        .expect("nab slice");
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let (ts, v) = line.split_once(',').expect("two columns");
+            let t = time::PrimitiveDateTime::parse(ts, &fmt)
+                .expect("timestamp")
+                .assume_utc();
+            let ts_us = (t.unix_timestamp_nanos() / 1000) as i64;
+            ch.reading(ts_us, Value::Scalar(v.parse().expect("value")))
+        })
+        .collect()
+}
+
+#[test]
+fn nab_temperature_opens_where_the_reference_does() {
+    let exp = expected("testdata/expected/temperature-default.json");
+    let ch = ChannelId::new("kiln", "temp", SensorType::Temperature, "degF");
+    let readings = nab_readings(&ch);
+    assert_eq!(readings.len() as u64, exp["readings"].as_u64().expect("n"));
+    let mut p = Processor::new(
+        &PipelineSettings::default(),
+        defaults(),
+        Box::new(MemoryStateStore::new()),
+    );
+    let mut first_open = None;
+    for (i, r) in readings.iter().enumerate() {
+        let out = p.process(std::slice::from_ref(r));
+        assert!(
+            matches!(out[0], Record::Reading(_)),
+            "a reading record first"
+        );
+        if let Some(a) = alerts(&out).first() {
+            if first_open.is_none() {
+                assert_eq!(a.state, AlertState::Open);
+                assert_eq!(a.anomaly_type, "temperature_anomaly");
+                first_open = Some(i);
+            }
+        }
+    }
+    let want = exp["alert_episodes"][0]["open"].as_u64().expect("open") as usize;
+    assert_eq!(first_open, Some(want));
+    assert_eq!(p.counters().readings, 1500);
+    assert_eq!(p.counters().scored_by_model, 1500 - 287);
+    // Five days of readings: hourly summaries were emitted along the way.
+    assert!(p.counters().summaries >= 100, "{:?}", p.counters());
+}
+
+#[test]
+fn fallback_learns_a_baseline_that_survives_a_restart() {
+    // Nothing serves pressure: the statistical fallback runs.
+    let ch = ChannelId::new("line2", "pressure", SensorType::Pressure, "bar");
+    let settings = PipelineSettings {
+        rolling_length: 4,
+        warmup_windows: 20,
+        ..PipelineSettings::default()
+    };
+    let store = MemoryStateStore::new();
+    let normal = |i: i64| 5.0 + 0.05 * ((i * 7919) % 13) as f64 / 13.0;
+    let mut p = Processor::new(&settings, defaults(), Box::new(store.clone()));
+    let mut recs = Vec::new();
+    for i in 0..40 {
+        recs.extend(p.process(&[ch.reading(T0 + i * 10 * S, Value::Scalar(normal(i)))]));
+    }
+    assert!(alerts(&recs).is_empty(), "no alert on normal data");
+    // 40 readings, rolling window 4 -> 37 feature vectors: 20 learn, 17 scored.
+    assert_eq!(p.counters().scored_by_fallback, 17);
+    assert!(store
+        .keys()
+        .contains(&"baseline/rolling/line2.pressure".to_string()));
+
+    // Restart: the baseline comes back, so scoring starts as soon as the rolling
+    // window is full again; a pressure drop opens an episode after 3 of 5.
+    let mut p = Processor::new(&settings, defaults(), Box::new(store.clone()));
+    let mut recs = Vec::new();
+    for i in 0..10 {
+        let v = if i < 4 { normal(i) } else { 2.0 };
+        recs.extend(p.process(&[ch.reading(T0 + (1000 + i * 10) * S, Value::Scalar(v))]));
+    }
+    assert_eq!(p.counters().scored_by_fallback, 7);
+    let al = alerts(&recs);
+    assert_eq!(al.len(), 1, "{al:?}");
+    assert_eq!(al[0].anomaly_type, "pressure_anomaly");
+    assert_eq!(al[0].evidence["detector"], "fallback");
+    assert_eq!(
+        al[0].ts_us,
+        T0 + 1060 * S,
+        "4th reading at 2 bar is the 3rd anomalous"
+    );
+    assert!(
+        al[0].description.contains("standard deviations"),
+        "{}",
+        al[0].description
+    );
+}
+
+#[test]
+fn validation_flags_readings_and_raises_sensor_alerts() {
+    let ch = ChannelId::new("oven", "t1", SensorType::Temperature, "degC");
+    let mut p = Processor::new(
+        &PipelineSettings {
+            clear_windows: 2,
+            ..PipelineSettings::default()
+        },
+        shared(ModelRegistry::empty()),
+        Box::new(MemoryStateStore::new()),
+    );
+    p.register_channel(
+        "oven.t1",
+        ChannelLimits {
+            min: Some(-40.0),
+            max: Some(300.0),
+            stuck_after: Some(5),
+            ..ChannelLimits::default()
+        },
+    );
+    let values = [20.0, 21.0, 999.0, 999.0, 999.0, 22.0, 23.0, 24.0];
+    let mut recs = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        recs.extend(p.process(&[ch.reading(T0 + i as i64 * 60 * S, Value::Scalar(*v))]));
+    }
+    let readings: Vec<_> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Reading(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(readings.len(), values.len(), "never dropped");
+    assert_eq!(readings[2].quality, 0.0);
+    assert_eq!(readings[2].flags, vec!["out_of_range"]);
+    assert_eq!(readings[0].quality, 1.0);
+    let al = alerts(&recs);
+    let kinds: Vec<_> = al
+        .iter()
+        .map(|a| (a.anomaly_type.as_str(), a.state))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("sensor_out_of_range", AlertState::Open),
+            ("sensor_out_of_range", AlertState::Resolved)
+        ]
+    );
+    assert_eq!(
+        al[0].ts_us,
+        T0 + 4 * 60 * S,
+        "third out-of-range reading opens"
+    );
+    assert_eq!(al[1].episode_us, al[0].episode_us);
+    assert!(al[0].description.contains("999"), "{}", al[0].description);
+
+    // A frozen value: stuck after 5 identical, alert after 3 of 5 stuck readings.
+    let mut recs = Vec::new();
+    for i in 0..10 {
+        recs.extend(p.process(&[ch.reading(T0 + (1000 + i * 60) * S, Value::Scalar(50.0))]));
+    }
+    let al = alerts(&recs);
+    assert_eq!(al.len(), 1, "{al:?}");
+    assert_eq!(al[0].anomaly_type, "sensor_stuck");
+    assert_eq!(al[0].ts_us, T0 + (1000 + 6 * 60) * S);
+
+    // Device errors and text registers: nothing emitted, counted.
+    let out = p.process(&[
+        ch.failed(T0 + 5000 * S, "modbus_exception:2"),
+        ch.reading(T0 + 5001 * S, Value::Text("SN-123".into())),
+    ]);
+    assert!(out.is_empty());
+    let errors = p.channel_errors("oven.t1").expect("errors counted");
+    assert_eq!(errors.count, 1);
+    assert_eq!(errors.last_flags, vec!["modbus_exception:2"]);
+    assert_eq!(p.counters().missing, 1);
+    assert_eq!(p.counters().text_ignored, 1);
+}
+
+#[test]
+fn summaries_close_on_the_next_bucket_and_resume_after_flush() {
+    let ch = ChannelId::new("hall", "hum", SensorType::Humidity, "%");
+    let store = MemoryStateStore::new();
+    let settings = PipelineSettings {
+        summary_interval_secs: 60,
+        ..PipelineSettings::default()
+    };
+    let summaries = |recs: &[Record]| -> Vec<crate::record::SummaryRecord> {
+        recs.iter()
+            .filter_map(|r| match r {
+                Record::Summary(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut p = Processor::new(
+        &settings,
+        shared(ModelRegistry::empty()),
+        Box::new(store.clone()),
+    );
+    let mut recs = Vec::new();
+    for (t, v) in [(5, 40.0), (30, 44.0), (59, 42.0), (61, 50.0), (90, 52.0)] {
+        recs.extend(p.process(&[ch.reading(T0 + t * S, Value::Scalar(v))]));
+    }
+    let s = summaries(&recs);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].bucket_start_us, T0);
+    assert_eq!(
+        (s[0].min, s[0].max, s[0].count, s[0].last),
+        (40.0, 44.0, 3, 42.0)
+    );
+    assert!((s[0].avg - 42.0).abs() < 1e-12);
+    assert_eq!(s[0].interval_secs, 60);
+
+    let partial = summaries(&p.flush());
+    assert_eq!(partial.len(), 1);
+    assert_eq!(
+        (partial[0].bucket_start_us, partial[0].count),
+        (T0 + 60 * S, 2)
+    );
+
+    // Restart within the same minute: the bucket resumes, and its final emission
+    // covers the readings from before the restart too.
+    let mut p = Processor::new(&settings, shared(ModelRegistry::empty()), Box::new(store));
+    let mut recs = Vec::new();
+    for (t, v) in [(100, 48.0), (125, 10.0)] {
+        recs.extend(p.process(&[ch.reading(T0 + t * S, Value::Scalar(v))]));
+    }
+    let s = summaries(&recs);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].bucket_start_us, T0 + 60 * S);
+    assert_eq!(
+        (s[0].count, s[0].min, s[0].max, s[0].last),
+        (3, 48.0, 52.0, 48.0)
+    );
+}
+
+#[test]
+fn a_swapped_registry_takes_effect_at_the_next_window() {
+    let registry = shared(ModelRegistry::empty());
+    let ch = ChannelId::new("fan", "accel", SensorType::Bearing, "g");
+    let x = read_f32("testdata/cwru/normal_12k_holdout.f32");
+    let mut p = Processor::new(
+        &PipelineSettings::default(),
+        registry.clone(),
+        Box::new(MemoryStateStore::new()),
+    );
+    let all = blocks(&ch, &x, 2048, T0);
+    let (first, rest) = all.split_at(4);
+    let before = p.process(first);
+    let ws = windows(&before);
+    assert!(!ws.is_empty());
+    // No model: the fallback is still learning its baseline, so nothing is scored.
+    assert!(ws.iter().all(|w| w.score.is_none() && w.detector.is_none()));
+
+    registry.store(Arc::new(ModelRegistry::with_defaults().expect("defaults")));
+    let after = p.process(rest);
+    let ws = windows(&after);
+    assert!(!ws.is_empty());
+    assert!(ws
+        .iter()
+        .all(|w| w.detector.as_deref() == Some("vibration-default@1.0.0")));
+    // Bearing channels share the vibration model; healthy data raises nothing.
+    assert!(alerts(&after).is_empty());
+}
+
+#[test]
+fn settings_parse_with_defaults_and_report_every_problem() {
+    let s: PipelineSettings = toml::from_str("").expect("empty section is valid");
+    assert_eq!(s, PipelineSettings::default());
+    assert!(s.validate().is_ok());
+    let err = toml::from_str::<PipelineSettings>("window_sample = 1024").expect_err("typo");
+    assert!(err.to_string().contains("window_sample"), "{err}");
+    let bad = PipelineSettings {
+        debounce_k: 6,
+        summary_interval_secs: 10,
+        hysteresis: 1.5,
+        ..PipelineSettings::default()
+    };
+    let problems = bad.validate().expect_err("invalid");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems
+        .iter()
+        .any(|p| p.starts_with("pipeline.summary_interval_secs")));
+}
