@@ -42,6 +42,8 @@ struct State {
     unit: Option<u8>,
     silent: AtomicBool,
     requests: AtomicU64,
+    /// Requests per unit id (RTU tests: is a dead unit backed off?).
+    requests_by_unit: [AtomicU64; 256],
     connections_total: AtomicU64,
     connections_open: AtomicU64,
     started: std::time::Instant,
@@ -159,6 +161,7 @@ impl Simulator {
                 unit,
                 silent: AtomicBool::new(false),
                 requests: AtomicU64::new(0),
+                requests_by_unit: std::array::from_fn(|_| AtomicU64::new(0)),
                 connections_total: AtomicU64::new(0),
                 connections_open: AtomicU64::new(0),
                 started: std::time::Instant::now(),
@@ -202,6 +205,11 @@ impl Simulator {
     /// Requests received (answered or not).
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests received for one unit id (answered or not).
+    pub fn requests_for_unit(&self, unit: u8) -> u64 {
+        self.state.requests_by_unit[usize::from(unit)].load(Ordering::Relaxed)
     }
 
     /// Waveform blocks served so far (reads of a block's first register).
@@ -302,6 +310,7 @@ impl Service for ConnService {
 impl State {
     fn answer(&self, req: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests_by_unit[usize::from(req.slave)].fetch_add(1, Ordering::Relaxed);
         if self.silent.load(Ordering::Relaxed) || self.unit.is_some_and(|u| u != req.slave) {
             return Ok(None);
         }
