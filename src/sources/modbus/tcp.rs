@@ -78,6 +78,7 @@ pub async fn run_tcp(
                 continue;
             }
         };
+        stats.connected.store(true, Ordering::Relaxed);
         tracing::debug!(device = %id, target = %target, "Connected to Modbus TCP device.");
         // Poll until the connection fails.
         let failure = loop {
