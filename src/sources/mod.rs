@@ -7,6 +7,8 @@
 //! query/response protocol) attaches an [`Ack`]; the outbox writer fires it only after
 //! the records made from that batch are committed.
 
+pub mod modbus;
+
 use crate::record::{SensorType, TimestampUs};
 use std::sync::Arc;
 use tokio::sync::oneshot;
