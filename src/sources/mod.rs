@@ -7,6 +7,9 @@
 //! query/response protocol) attaches an [`Ack`]; the outbox writer fires it only after
 //! the records made from that batch are committed.
 
+pub mod mqtt;
+pub mod serial;
+
 use crate::record::{SensorType, TimestampUs};
 use std::sync::Arc;
 use tokio::sync::oneshot;
