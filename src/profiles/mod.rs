@@ -10,9 +10,9 @@
 
 mod validate;
 
-pub(crate) use validate::{name_problem, topic_filter_problem};
 #[allow(unused_imports)]
 pub(crate) use validate::MAX_MQTT_PAYLOAD_BYTES;
+pub(crate) use validate::{name_problem, topic_filter_problem};
 
 use crate::diag::{deserialize_all, Diagnostic, FieldPath, SourceFile};
 use crate::record::SensorType;

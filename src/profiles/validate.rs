@@ -547,10 +547,7 @@ fn mqtt(file: &SourceFile, p: &Profile, m: &MqttFormat, diags: &mut Vec<Diagnost
             "raw waveform payloads need `sample_rate_hz` (> 0)".to_string(),
         ));
     }
-    if m
-        .sample_rate_hz
-        .is_some_and(|r| !r.is_finite() || r <= 0.0)
-    {
+    if m.sample_rate_hz.is_some_and(|r| !r.is_finite() || r <= 0.0) {
         diags.push(file.diag(
             &base.join("sample_rate_hz"),
             "must be a finite number greater than 0".to_string(),
@@ -618,7 +615,10 @@ fn mqtt(file: &SourceFile, p: &Profile, m: &MqttFormat, diags: &mut Vec<Diagnost
             }
         }
     }
-    if (raw || m.payload == PayloadFormat::Number) && m.fields.len() > 1 && m.channel_level.is_none() {
+    if (raw || m.payload == PayloadFormat::Number)
+        && m.fields.len() > 1
+        && m.channel_level.is_none()
+    {
         diags.push(file.diag(&base.join("fields"), "a number or raw waveform payload carries one channel: keep one [[mqtt.fields]] entry (or set channel_level to pick the channel from the topic)".to_string()));
     }
     if m.payload != PayloadFormat::Json && (m.timestamp.is_some() || m.batch.is_some()) {

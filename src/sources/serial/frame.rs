@@ -425,12 +425,18 @@ mod tests {
     fn nmea_checksum() {
         // Checksum of "GPGGA,..." from the NMEA standard's example.
         let s = b"$GPGLL,4916.45,N,12311.12,W,225444,A*31\r";
-        assert_eq!(nmea_data(s).unwrap(), b"GPGLL,4916.45,N,12311.12,W,225444,A");
+        assert_eq!(
+            nmea_data(s).unwrap(),
+            b"GPGLL,4916.45,N,12311.12,W,225444,A"
+        );
         let data = b"PVIB,000123,2.31,0.84,41.7";
         let line = format!("$PVIB,000123,2.31,0.84,41.7*{:02X}", nmea_xor(data));
         assert_eq!(nmea_data(line.as_bytes()).unwrap(), data);
         let lower = line.to_lowercase().replace("$pvib", "$PVIB");
-        assert!(nmea_data(lower.as_bytes()).is_ok(), "hex digits in lower case");
+        assert!(
+            nmea_data(lower.as_bytes()).is_ok(),
+            "hex digits in lower case"
+        );
         assert!(nmea_data(b"$PVIB,000123,2.31,0.84,41.8*4C")
             .unwrap_err()
             .contains("mismatch"));
@@ -445,8 +451,14 @@ mod tests {
         assert_eq!(unescape_command("SEND\r").unwrap(), b"SEND\r");
         assert_eq!(unescape_command(r"SEND\r\n").unwrap(), b"SEND\r\n");
         assert_eq!(unescape_command(r"\x02Q\x03\\").unwrap(), b"\x02Q\x03\\");
-        assert!(unescape_command(r"\x2").unwrap_err().contains("two hex digits"));
-        assert!(unescape_command(r"\q").unwrap_err().contains("unknown escape"));
-        assert!(unescape_command("\\").unwrap_err().contains("unknown escape"));
+        assert!(unescape_command(r"\x2")
+            .unwrap_err()
+            .contains("two hex digits"));
+        assert!(unescape_command(r"\q")
+            .unwrap_err()
+            .contains("unknown escape"));
+        assert!(unescape_command("\\")
+            .unwrap_err()
+            .contains("unknown escape"));
     }
 }

@@ -335,6 +335,8 @@ fn frame_batch(
             })
         }
         Err(e) => {
+            // The device did answer, if badly: not a timeout.
+            asked.take();
             device.stats.error(e.kind());
             if let Some(n) = logs.allow(e.kind(), Instant::now()) {
                 warn!(
