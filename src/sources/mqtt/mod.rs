@@ -261,6 +261,27 @@ fn route_for(device: DeviceSpec) -> Result<Route, MqttError> {
         profile: profile.path.display().to_string(),
         reason,
     })?;
+    // Level captures count levels of the topic itself; a device's own topic filter
+    // must keep them where the profile's is.
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (name, level) in [
+        ("device_level", fmt.device_level),
+        ("channel_level", fmt.channel_level),
+    ] {
+        let Some(level) = level else { continue };
+        let wild = match levels.get(level) {
+            Some(l) => *l == "+" || *l == "#",
+            None => levels.last() == Some(&"#"),
+        };
+        if !wild {
+            warn!(
+                device = %device.config.id,
+                topic = %filter,
+                "mqtt.{name} = {level} of profile {} is not a wildcard level of this device's topic filter; a device topic must keep the profile's levels in place",
+                profile.path.display()
+            );
+        }
+    }
     Ok(Route {
         filter,
         device,
