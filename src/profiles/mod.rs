@@ -10,6 +10,8 @@
 
 mod validate;
 
+#[allow(unused_imports)]
+pub(crate) use validate::MAX_MQTT_PAYLOAD_BYTES;
 pub(crate) use validate::{name_problem, topic_filter_problem};
 
 use crate::diag::{deserialize_all, Diagnostic, FieldPath, SourceFile};
@@ -388,19 +390,45 @@ pub struct MqttFormat {
     pub payload: PayloadFormat,
     /// JSON: where the reading's timestamp is; absent = time of arrival.
     pub timestamp: Option<TimestampField>,
-    /// JSON: path of an array of readings in one message (a batch).
+    /// JSON: dotted path of an array of readings in one message (a batch). Each
+    /// element is an object; field paths and the timestamp path are looked up in the
+    /// element (the timestamp falls back to the message root).
     pub batch: Option<String>,
     /// CSV: field separator.
     #[serde(default = "default_delimiter")]
     pub delimiter: String,
-    /// Raw waveforms: the capture rate of the samples.
+    /// Raw waveforms: the capture rate of the samples. JSON: when set, a field whose
+    /// value is an array of numbers becomes a waveform block at this rate.
     pub sample_rate_hz: Option<f64>,
     /// Raw waveforms and `number`: scale applied to every value.
     #[serde(default = "one")]
     pub scale: f64,
     /// Which part of the payload becomes which channel. For `number` and raw
-    /// waveforms, exactly one field without `path`/`column`.
+    /// waveforms, exactly one field without `path`/`column` (or, with
+    /// `channel_level`, one per topic value).
     pub fields: Vec<MqttField>,
+    /// 0-based topic level (usually a `+` wildcard) whose value names the physical
+    /// sensor behind one configured device, e.g. the node id in
+    /// `wisense/+/+/data` is level 2. Readings then belong to device
+    /// `<device id>-<level value>` (sensor id `<device id>-<level value>.<channel>`),
+    /// so one device entry can cover a base station with many nodes. The level
+    /// value must be a valid name (letters, digits, `_`, `-`, `.`), or the message
+    /// is counted as `topic_level` and dropped.
+    pub device_level: Option<usize>,
+    /// 0-based topic level whose value selects the channel, for sensors that publish
+    /// one topic per quantity (`plant/m7/temperature`, `plant/m7/humidity`). The
+    /// `[[mqtt.fields]]` entry whose `topic_value` (default: its channel name)
+    /// equals the level value decodes the message; other values are counted as
+    /// `unknown_channel`.
+    pub channel_level: Option<usize>,
+    /// Larger payloads are counted as `payload_too_large` and dropped unread, so that
+    /// a misconfigured publisher cannot exhaust memory on a small gateway.
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+}
+
+fn default_max_payload_bytes() -> usize {
+    256 * 1024
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -439,6 +467,9 @@ pub struct MqttField {
     pub path: Option<String>,
     /// CSV: 0-based column.
     pub column: Option<usize>,
+    /// With `mqtt.channel_level`: the value of that topic level this entry decodes;
+    /// default: the channel name.
+    pub topic_value: Option<String>,
     #[serde(default = "one")]
     pub scale: f64,
     #[serde(default)]

@@ -445,6 +445,16 @@ fn serial(file: &SourceFile, p: &Profile, s: &SerialFormat, diags: &mut Vec<Diag
         }
         (SerialParser::Delimited, None) => None,
     };
+    if let Some(cmd) = &s.poll_command {
+        match crate::sources::serial::unescape_command(cmd) {
+            Ok(bytes) if bytes.is_empty() => diags.push(file.diag(
+                &base.join("poll_command"),
+                "must not be empty; remove it for a free-running sensor".to_string(),
+            )),
+            Ok(_) => {}
+            Err(e) => diags.push(file.diag(&base.join("poll_command"), e)),
+        }
+    }
     if s.parser == SerialParser::Delimited && s.delimiter.is_empty() {
         diags.push(file.diag(&base.join("delimiter"), "must not be empty".to_string()));
     }
@@ -506,6 +516,10 @@ fn serial(file: &SourceFile, p: &Profile, s: &SerialFormat, diags: &mut Vec<Diag
     }
 }
 
+/// Largest `mqtt.max_payload_bytes`; the MQTT connection itself accepts packets up
+/// to this size (see `sources::mqtt`).
+pub(crate) const MAX_MQTT_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+
 /// Checks an MQTT topic filter; returns why it is invalid.
 pub(crate) fn topic_filter_problem(t: &str) -> Option<String> {
     if t.is_empty() {
@@ -541,8 +555,79 @@ fn mqtt(file: &SourceFile, p: &Profile, m: &MqttFormat, diags: &mut Vec<Diagnost
             "raw waveform payloads need `sample_rate_hz` (> 0)".to_string(),
         ));
     }
-    if (raw || m.payload == PayloadFormat::Number) && m.fields.len() > 1 {
-        diags.push(file.diag(&base.join("fields"), "a number or raw waveform payload carries one channel: keep one [[mqtt.fields]] entry".to_string()));
+    if m.sample_rate_hz.is_some_and(|r| !r.is_finite() || r <= 0.0) {
+        diags.push(file.diag(
+            &base.join("sample_rate_hz"),
+            "must be a finite number greater than 0".to_string(),
+        ));
+    }
+    if m.max_payload_bytes == 0 || m.max_payload_bytes > MAX_MQTT_PAYLOAD_BYTES {
+        diags.push(file.diag(
+            &base.join("max_payload_bytes"),
+            format!("must be between 1 and {MAX_MQTT_PAYLOAD_BYTES} bytes"),
+        ));
+    }
+    let levels: Vec<&str> = m.topic.split('/').collect();
+    for (name, level) in [
+        ("device_level", m.device_level),
+        ("channel_level", m.channel_level),
+    ] {
+        let Some(level) = level else { continue };
+        match levels.get(level) {
+            Some(&"+") | Some(&"#") => {}
+            Some(l) => diags.push(file.diag(
+                &base.join(name),
+                format!(
+                    "topic level {level} of {:?} is the fixed text {l:?}, not a `+` wildcard, so it \
+                     names every message the same; count levels from 0",
+                    m.topic
+                ),
+            )),
+            None if levels.last() == Some(&"#") => {}
+            None => diags.push(file.diag(
+                &base.join(name),
+                format!(
+                    "the topic {:?} has only {} levels (counted from 0)",
+                    m.topic,
+                    levels.len()
+                ),
+            )),
+        }
+    }
+    if m.device_level.is_some() && m.device_level == m.channel_level {
+        diags.push(file.diag(
+            &base.join("channel_level"),
+            "one topic level cannot name both the device and the channel".to_string(),
+        ));
+    }
+    if m.channel_level.is_none() {
+        if let Some(i) = m.fields.iter().position(|f| f.topic_value.is_some()) {
+            diags.push(
+                file.diag(
+                    &base.join("fields").join(i).join("topic_value"),
+                    "is only used with mqtt.channel_level; remove it or set channel_level"
+                        .to_string(),
+                )
+                .warning(),
+            );
+        }
+    } else {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, f) in m.fields.iter().enumerate() {
+            let v = f.topic_value.as_deref().unwrap_or(&f.channel);
+            if let Some(prev) = seen.insert(v, i) {
+                diags.push(file.diag(
+                    &base.join("fields").join(i),
+                    format!("topic value {v:?} is already decoded by mqtt.fields[{prev}]"),
+                ));
+            }
+        }
+    }
+    if (raw || m.payload == PayloadFormat::Number)
+        && m.fields.len() > 1
+        && m.channel_level.is_none()
+    {
+        diags.push(file.diag(&base.join("fields"), "a number or raw waveform payload carries one channel: keep one [[mqtt.fields]] entry (or set channel_level to pick the channel from the topic)".to_string()));
     }
     if m.payload != PayloadFormat::Json && (m.timestamp.is_some() || m.batch.is_some()) {
         diags.push(file.diag(

@@ -8,6 +8,8 @@
 //! the records made from that batch are committed.
 
 pub mod modbus;
+pub mod mqtt;
+pub mod serial;
 
 use crate::record::{SensorType, TimestampUs};
 use std::sync::Arc;
