@@ -293,11 +293,13 @@ fn spawn_sources(
     for spec in specs {
         match spec.config.transport() {
             Some(Transport::ModbusTcp(_)) => {
-                tracker.spawn(crate::sources::modbus::run_tcp(
-                    spec,
-                    tx.clone(),
-                    cancel.child_token(),
-                ));
+                let id = spec.config.id.clone();
+                let run = crate::sources::modbus::run_tcp(spec, tx.clone(), cancel.child_token());
+                tracker.spawn(async move {
+                    if let Err(e) = run.await {
+                        tracing::error!(device = %id, "Modbus TCP source stopped: {e}");
+                    }
+                });
             }
             Some(Transport::ModbusRtu(t)) => {
                 rtu.entry(t.port.clone()).or_default().push(spec);
@@ -324,13 +326,18 @@ fn spawn_sources(
         let Some(port): Option<&SerialPortConfig> = config.serial_ports.get(&name) else {
             continue;
         };
-        tracker.spawn(crate::sources::modbus::run_rtu_bus(
+        let run = crate::sources::modbus::run_rtu_bus(
             name.clone(),
             port.clone(),
             devices,
             tx.clone(),
             cancel.child_token(),
-        ));
+        );
+        tracker.spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(bus = %name, "Modbus RTU source stopped: {e}");
+            }
+        });
     }
     for (name, devices) in mqtt {
         let Some(broker) = config.mqtt_brokers.get(&name) else {
@@ -345,6 +352,47 @@ fn spawn_sources(
             cancel.child_token(),
         ));
     }
+}
+
+/// Waits for SIGTERM or SIGINT (for tools that run until stopped).
+pub async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `edgegw check --explain`: the Modbus read plan of every runnable device.
+pub fn explain_plans(loaded: &Loaded) -> String {
+    let mut out = String::new();
+    for d in &loaded.runnable {
+        if !matches!(
+            d.transport(),
+            Some(Transport::ModbusTcp(_) | Transport::ModbusRtu(_))
+        ) {
+            continue;
+        }
+        let Some(p) = loaded.profiles.get(&profile_key(d)) else {
+            continue;
+        };
+        out.push_str(&format!("\ndevice {} (profile {}):\n", d.id, p.name));
+        match crate::sources::modbus::plan_device(d, &p.profile) {
+            Ok(plan) => out.push_str(&crate::sources::modbus::explain(&plan)),
+            Err(e) => out.push_str(&format!("  cannot plan: {e}\n")),
+        }
+    }
+    out
 }
 
 /// `edgegw run`: start, wait for a signal, shut down in order.

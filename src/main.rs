@@ -38,11 +38,35 @@ enum Command {
     Check {
         #[arg(long, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Also show, per Modbus device, the read requests the planner will send.
+        #[arg(long)]
+        explain: bool,
     },
     /// Hardware profile tools.
     Profile {
         #[command(subcommand)]
         command: ProfileCommand,
+    },
+    /// Inspect or repair the outbox of a (running or stopped) gateway.
+    Outbox {
+        /// Gateway config (to find the outbox file).
+        #[arg(long, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The outbox file itself, instead of the one the config names.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Modbus technician tools.
+    Modbus {
+        #[command(subcommand)]
+        command: ModbusCommand,
+    },
+    /// Simulated devices for tests, demos and benchmarks.
+    Simulate {
+        #[command(subcommand)]
+        command: SimulateCommand,
     },
     /// Run the whole pipeline on embedded defaults: a simulated Modbus vibration
     /// sensor replaying a real bearing recording that turns faulty.
@@ -51,6 +75,37 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Depth per kind and per upstream, bytes, oldest record, evictions, dead letters.
+    Stats,
+    /// Records as JSON lines (id, key, kind, created, payload), oldest first.
+    Dump {
+        /// Only this kind: reading, window, alert or summary.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// List dead-lettered records; `--requeue ID...` puts them back in the queue.
+    DeadLetters {
+        #[arg(long, num_args = 1..)]
+        requeue: Vec<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModbusCommand {
+    /// Read registers or bits once; print them raw (hex) and decoded.
+    Read(edgegw::sources::modbus::ReadArgs),
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// Serve a hardware profile's registers over Modbus TCP.
+    Modbus(edgegw::sources::modbus::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -65,9 +120,14 @@ enum ProfileCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => {
+        Command::Check { config, explain } => {
             let report = config::check_all(&config);
             print_diags(&report.diags);
+            if explain {
+                if let Ok(loaded) = config::load(&config) {
+                    print!("{}", edgegw::app::explain_plans(&loaded));
+                }
+            }
             let errors = report.errors();
             if errors == 0 {
                 println!(
@@ -130,11 +190,82 @@ fn main() -> ExitCode {
             }
             exit_with(run_async(edgegw::app::run(loaded)))
         }
+        Command::Outbox {
+            config,
+            path,
+            command,
+        } => {
+            init_tracing(cli.log_format.unwrap_or_default(), "warn");
+            exit_with(outbox_command(&config, path, command))
+        }
+        Command::Modbus {
+            command: ModbusCommand::Read(args),
+        } => {
+            init_tracing(cli.log_format.unwrap_or_default(), "warn");
+            exit_with(run_async(async move {
+                edgegw::sources::modbus::read_command(args, &mut std::io::stdout()).await
+            }))
+        }
+        Command::Simulate {
+            command: SimulateCommand::Modbus(args),
+        } => {
+            init_tracing(cli.log_format.unwrap_or_default(), "info");
+            exit_with(run_async(async move {
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let stop = cancel.clone();
+                tokio::spawn(async move {
+                    edgegw::app::wait_for_stop_signal().await;
+                    stop.cancel();
+                });
+                edgegw::sources::modbus::simulate_command(args, cancel).await
+            }))
+        }
         Command::Demo { seconds } => {
             init_tracing(cli.log_format.unwrap_or(LogFormat::Human), "warn");
             exit_with(run_async(edgegw::demo::run(seconds)))
         }
     }
+}
+
+fn outbox_command(
+    config_path: &std::path::Path,
+    path: Option<PathBuf>,
+    command: OutboxCommand,
+) -> anyhow::Result<()> {
+    use edgegw::outbox::{cli_dead_letters, cli_dump, cli_stats};
+    let path = match path {
+        Some(p) => p,
+        None => {
+            let loaded = config::load(config_path).map_err(|diags| {
+                print_diags(&diags);
+                anyhow::anyhow!(
+                    "{} has errors; name the outbox file with --path",
+                    config_path.display()
+                )
+            })?;
+            edgegw::app::outbox_path(&loaded.config)
+        }
+    };
+    let mut out = std::io::stdout();
+    match command {
+        OutboxCommand::Stats => print!("{}", cli_stats(&path)?),
+        OutboxCommand::Dump { kind, limit } => {
+            let kind = match kind.as_deref() {
+                None => None,
+                Some(k) => Some(
+                    edgegw::record::RecordKind::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == k)
+                        .with_context(|| {
+                            format!("unknown kind {k:?}: use reading, window, alert or summary")
+                        })?,
+                ),
+            };
+            cli_dump(&path, kind, limit, &mut out)?;
+        }
+        OutboxCommand::DeadLetters { requeue } => cli_dead_letters(&path, &requeue, &mut out)?,
+    }
+    Ok(())
 }
 
 fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
