@@ -365,3 +365,24 @@ fn unreadable_config() {
         .to_string()
         .contains("/nonexistent/edgegw.toml: -: cannot read the file"));
 }
+
+#[test]
+fn outbox_and_pipeline_settings_are_checked() {
+    let c = format!("{BASE}\n[outbox]\nmax_size_mb = 0\n\n[pipeline]\nwindow_samples = 3\n");
+    let r = Setup::new(&c).check();
+    assert_eq!(r.errors(), 2, "{:#?}", r.diags);
+    assert!(
+        r.diags
+            .iter()
+            .any(|d| d.field == "outbox.max_size_mb" && d.line == line_of(&c, "max_size_mb")),
+        "{:#?}",
+        r.diags
+    );
+    assert!(
+        r.diags.iter().any(
+            |d| d.field == "pipeline.window_samples" && d.line == line_of(&c, "window_samples")
+        ),
+        "{:#?}",
+        r.diags
+    );
+}

@@ -153,6 +153,20 @@ fn check_config(
         diags.push(file.diag(&g.join("id"), format!("gateway id {:?} {p}", c.gateway.id)));
     }
 
+    // Sections whose owners validate their own settings ("field.path: message").
+    let mut settings_problems = c.outbox.validate();
+    if let Err(p) = c.pipeline.validate() {
+        settings_problems.extend(p);
+    }
+    for problem in settings_problems {
+        let (field, msg) = problem.split_once(": ").unwrap_or(("-", problem.as_str()));
+        let mut path = FieldPath::root();
+        for seg in field.split('.') {
+            path = path.join(seg);
+        }
+        diags.push(file.diag(&path, msg.to_string()));
+    }
+
     // Serial ports.
     for (name, port) in &c.serial_ports {
         let path = root.join("serial_ports").join(name.as_str());
