@@ -225,7 +225,7 @@ impl Gateway {
             "Pipeline drained into the outbox"
         );
         Ok(ShutdownReport {
-            processor: processor.counters().clone(),
+            processor: *processor.counters(),
             batches,
             writer,
             sources_aborted: aborted,

@@ -506,10 +506,11 @@ fn locate_table(root: &Spanned<DeValue<'_>>, span: &Range<usize>) -> Option<Fiel
         path: &FieldPath,
         best: &mut Option<FieldPath>,
     ) {
-        if matches!(v.get_ref(), DeValue::Table(_)) && v.span() == *span {
-            if best.as_ref().is_none_or(|b| path.0.len() >= b.0.len()) {
-                *best = Some(path.clone());
-            }
+        if matches!(v.get_ref(), DeValue::Table(_))
+            && v.span() == *span
+            && best.as_ref().is_none_or(|b| path.0.len() >= b.0.len())
+        {
+            *best = Some(path.clone());
         }
         match v.get_ref() {
             DeValue::Table(t) => {

@@ -87,7 +87,7 @@ fn the_shipped_config_is_valid() {
     let r = check_all(&repo().join("config/edgegw.toml"));
     assert_eq!(r.errors(), 0, "{:#?}", r.diags);
     // The config, and every profile in the directory.
-    assert!(r.files.len() >= 1 + 3, "{:#?}", r.files);
+    assert!(r.files.len() > 3, "{:#?}", r.files);
 }
 
 #[test]

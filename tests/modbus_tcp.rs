@@ -56,7 +56,7 @@ async fn example_profiles_read_from_the_simulator() {
                     samples,
                 } => {
                     assert_eq!(*sample_rate_hz, 12_000.0);
-                    assert_eq!(samples.len(), 1024, "{file} {name}");
+                    assert_eq!(samples.len(), 2048, "{file} {name}");
                     // The generated signal is in g, well inside the +-10 g range.
                     assert!(samples.iter().all(|s| s.abs() < 10.0));
                     assert!(samples.iter().any(|s| *s != 0.0));
@@ -369,7 +369,7 @@ async fn cancel_stops_the_task_and_closes_the_channel() {
         // A waveform block is either whole or absent: never half a group.
         for r in &b.readings {
             if let Value::Block { samples, .. } = &r.value {
-                assert_eq!(samples.len(), 1024);
+                assert_eq!(samples.len(), 2048);
             }
         }
         batches += 1;
@@ -388,7 +388,7 @@ async fn cancel_stops_the_task_and_closes_the_channel() {
 async fn replayed_recordings_tile_across_consecutive_blocks() {
     let profile = example_profile("acme-vt420.toml");
     let sim = Simulator::new(&profile.profile, None).unwrap();
-    // A ramp in g, within +-10 g; 3000 samples is not a multiple of 1024, so the
+    // A ramp in g, within +-10 g; 3000 samples is not a multiple of 2048, so the
     // loop point falls inside a block.
     let ramp: Vec<f32> = (0..3000).map(|i| (i as f32) * 0.002 - 3.0).collect();
     sim.set_waveform(ramp.clone());
@@ -416,7 +416,7 @@ async fn replayed_recordings_tile_across_consecutive_blocks() {
     let tol = 0.00016;
     for (n, b) in blocks.iter().take(4).enumerate() {
         for (i, s) in b.iter().enumerate() {
-            let want = ramp[(n * 1024 + i) % ramp.len()];
+            let want = ramp[(n * 2048 + i) % ramp.len()];
             assert!(
                 (s - want).abs() < tol,
                 "block {n} sample {i}: {s} vs {want}"

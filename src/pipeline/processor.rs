@@ -561,6 +561,7 @@ impl Processor {
     }
 
     /// Runs the model episode of a channel for one scored window or reading.
+    #[allow(clippy::too_many_arguments)]
     fn episode(
         &mut self,
         id: &ChannelId,

@@ -243,9 +243,6 @@ fn modbus(file: &SourceFile, p: &Profile, m: &ModbusMap, diags: &mut Vec<Diagnos
                 "must be at least 10 ms".to_string(),
             ));
         }
-        if p.channels.get(&r.channel).is_some() && ty == DataType::String {
-            // Strings are identification, fine; nothing to check on the channel.
-        }
         address_span(
             file,
             &path,

@@ -824,26 +824,17 @@ mod tests {
                 .unwrap()
         };
         let vt = plan(&load("acme-vt420.toml"), 1000, None).unwrap();
-        // 85 ms: the waveform (9 requests); 1000 ms: f32 at 0..3;
+        // 171 ms: the 2048-sample waveform (17 requests); 1000 ms: f32 at 0..3;
         // 10 s: temperature at 10 (its own interval).
+        let mut want: Vec<(u64, u16, u16)> = (0..16).map(|i| (171, 1000 + 125 * i, 125)).collect();
+        want.push((171, 3000, 48));
+        want.extend([(1000, 0, 4), (10_000, 10, 1)]);
         assert_eq!(
             ranges(&vt)
                 .iter()
                 .map(|r| (r.0, r.2, r.3))
                 .collect::<Vec<_>>(),
-            vec![
-                (85, 1000, 125),
-                (85, 1125, 125),
-                (85, 1250, 125),
-                (85, 1375, 125),
-                (85, 1500, 125),
-                (85, 1625, 125),
-                (85, 1750, 125),
-                (85, 1875, 125),
-                (85, 2000, 24),
-                (1000, 0, 4),
-                (10_000, 10, 1),
-            ]
+            want
         );
         let rtt = plan(&load("tempco-rtt20.toml"), 5000, None).unwrap();
         assert_eq!(
