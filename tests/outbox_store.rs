@@ -256,11 +256,14 @@ fn block_policy_returns_full_and_stores_nothing() {
     };
     let mut o = Outbox::open(&path, &settings, "gw", &["a"]).expect("open");
     let mut stored = 0u64;
+    let mut next = 0i64;
     let err = loop {
-        match o.append(&(0..500).map(reading).collect::<Vec<_>>()) {
+        // Fresh readings each round: the outbox stores a reading only once.
+        match o.append(&(next..next + 500).map(reading).collect::<Vec<_>>()) {
             Ok(ids) => stored += ids.len() as u64,
             Err(e) => break e,
         }
+        next += 500;
         assert!(stored < 100_000, "never got full");
     };
     assert!(err.is_full(), "{err}");
@@ -406,4 +409,27 @@ fn read_only_open_sees_a_live_writer_and_cli_helpers_print() {
     let missing = dir.path().join("nope.db");
     assert!(cli_stats(&missing).is_err());
     assert!(!missing.exists());
+}
+
+#[test]
+fn a_redelivered_reading_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut o = open(&path, &["timescale"]);
+    let batch: Vec<Record> = (0..5).map(reading).collect();
+    assert_eq!(o.append(&batch).expect("append").len(), 5);
+    // The same readings again (an MQTT message redelivered after a crash), plus one new.
+    let mut again = batch.clone();
+    again.push(reading(5));
+    let ids = o.append(&again).expect("append again");
+    assert_eq!(ids.len(), 1, "only the new reading is stored");
+    let all = o.peek("timescale", 100).expect("peek");
+    let seen: Vec<i64> = all.iter().filter_map(|r| reading_index(&r.record)).collect();
+    assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(
+        o.stats().expect("stats").counters.get("duplicate_readings_skipped"),
+        Some(&5)
+    );
+    // Alerts, windows and summaries are never deduplicated here.
+    assert_eq!(o.append(&[alert(1), alert(1)]).expect("alerts").len(), 2);
 }

@@ -56,6 +56,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         value      BLOB NOT NULL,
         updated_us INTEGER NOT NULL
     );",
+    // 2: readings are unique per (sensor, timestamp) while in the outbox, so that an
+    // input redelivered after a crash (MQTT QoS 1 message committed but not yet
+    // acknowledged to the broker) is not stored twice. `dedup` is a 64-bit hash of
+    // sensor id and timestamp; NULL for other kinds.
+    "ALTER TABLE records ADD COLUMN dedup INTEGER;
+    CREATE UNIQUE INDEX records_dedup ON records(dedup) WHERE dedup IS NOT NULL;",
 ];
 
 /// The schema version this build writes.

@@ -436,25 +436,47 @@ impl Outbox {
             }
         }
         let mut ids = Vec::with_capacity(records.len());
+        let mut duplicates = 0i64;
         {
+            // A reading already in the outbox (same sensor and timestamp: a
+            // redelivered input) is skipped, not stored twice.
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO records(kind, priority, created_us, ts_us, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO records(kind, priority, created_us, ts_us, payload, dedup)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                 )
                 .map_err(|e| AppendError::Sqlite("preparing insert", e))?;
             for (record, payload) in records.iter().zip(encoded) {
                 let kind = record.kind();
-                stmt.execute(params![
-                    kind as u8,
-                    kind.priority(),
-                    now,
-                    record.ts_us(),
-                    payload
-                ])
-                .map_err(|e| AppendError::Sqlite("inserting records", e))?;
-                ids.push(tx.last_insert_rowid());
+                let dedup = match record {
+                    Record::Reading(r) => Some(dedup_key(&r.sensor_id, r.ts_us)),
+                    _ => None,
+                };
+                let inserted = stmt
+                    .execute(params![
+                        kind as u8,
+                        kind.priority(),
+                        now,
+                        record.ts_us(),
+                        payload,
+                        dedup
+                    ])
+                    .map_err(|e| AppendError::Sqlite("inserting records", e))?;
+                if inserted == 0 {
+                    duplicates += 1;
+                } else {
+                    ids.push(tx.last_insert_rowid());
+                }
             }
+        }
+        if duplicates > 0 {
+            evict::add_counter(&tx, "duplicate_readings_skipped", duplicates)
+                .map_err(|e| AppendError::Sqlite("counting duplicates", e))?;
+            tracing::info!(
+                path = %self.path.display(),
+                skipped = duplicates,
+                "Readings already in the outbox were not stored again (redelivered input)."
+            );
         }
         evict::count(&tx, "evicted_age", &aged)
             .map_err(|e| AppendError::Sqlite("counting evictions", e))?;
@@ -814,4 +836,20 @@ impl AppendError {
             AppendError::Sqlite(context, e) => sql_err(path, context, e),
         }
     }
+}
+
+/// The dedup key of a reading: FNV-1a 64 of `<sensor_id>\0<ts_us>`, as a signed
+/// SQLite integer. Stable across versions and platforms (it is stored): never change.
+pub(crate) fn dedup_key(sensor_id: &str, ts_us: i64) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sensor_id
+        .as_bytes()
+        .iter()
+        .chain(std::iter::once(&0u8))
+        .chain(ts_us.to_le_bytes().iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
 }
