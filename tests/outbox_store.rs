@@ -424,10 +424,16 @@ fn a_redelivered_reading_is_stored_once() {
     let ids = o.append(&again).expect("append again");
     assert_eq!(ids.len(), 1, "only the new reading is stored");
     let all = o.peek("timescale", 100).expect("peek");
-    let seen: Vec<i64> = all.iter().filter_map(|r| reading_index(&r.record)).collect();
+    let seen: Vec<i64> = all
+        .iter()
+        .filter_map(|r| reading_index(&r.record))
+        .collect();
     assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
     assert_eq!(
-        o.stats().expect("stats").counters.get("duplicate_readings_skipped"),
+        o.stats()
+            .expect("stats")
+            .counters
+            .get("duplicate_readings_skipped"),
         Some(&5)
     );
     // Alerts, windows and summaries are never deduplicated here.
