@@ -3,8 +3,16 @@
 //! Data flows one way:
 //! sources (modbus | serial | mqtt) -> pipeline (validate, windows + features, detect,
 //! summarise) -> outbox (SQLite, the only durable state) -> upstream forwarders.
+//! `docs/ARCHITECTURE.md` has the code map and the invariants between the parts.
 
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod diag;
 pub mod inference;
+pub mod outbox;
 pub mod pipeline;
+pub mod profiles;
 pub mod record;
 pub mod sources;
+pub mod upstream;

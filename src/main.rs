@@ -1,1 +1,311 @@
-fn main() {}
+//! The `edgegw` command: CLI parsing, tracing set-up, exit codes. Nothing else; the
+//! logic lives in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edgegw::config::{self, LogFormat};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for an invalid config or profile (`check`, and `run` refusing to start).
+const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "edgegw",
+    version,
+    about = "Edge gateway for industrial vibration and temperature sensors"
+)]
+struct Cli {
+    /// Log format: auto (human; colours only on a terminal), human or json.
+    #[arg(long, global = true, value_enum, env = "EDGEGW_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway daemon.
+    Run {
+        /// Gateway config file.
+        #[arg(long, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the config, the profiles it uses and every profile in the profile
+    /// directory; print every problem. Exit 0 when valid, 2 when not.
+    Check {
+        #[arg(long, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Also show, per Modbus device, the read requests the planner will send.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Hardware profile tools.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
+    /// Inspect or repair the outbox of a (running or stopped) gateway.
+    Outbox {
+        /// Gateway config (to find the outbox file).
+        #[arg(long, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The outbox file itself, instead of the one the config names.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Modbus technician tools.
+    Modbus {
+        #[command(subcommand)]
+        command: ModbusCommand,
+    },
+    /// Simulated devices for tests, demos and benchmarks.
+    Simulate {
+        #[command(subcommand)]
+        command: SimulateCommand,
+    },
+    /// Run the whole pipeline on embedded defaults: a simulated Modbus vibration
+    /// sensor replaying a real bearing recording that turns faulty.
+    Demo {
+        /// How long to run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Depth per kind and per upstream, bytes, oldest record, evictions, dead letters.
+    Stats,
+    /// Records as JSON lines (id, key, kind, created, payload), oldest first.
+    Dump {
+        /// Only this kind: reading, window, alert or summary.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// List dead-lettered records; `--requeue ID...` puts them back in the queue.
+    DeadLetters {
+        #[arg(long, num_args = 1..)]
+        requeue: Vec<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModbusCommand {
+    /// Read registers or bits once; print them raw (hex) and decoded.
+    Read(edgegw::sources::modbus::ReadArgs),
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// Serve a hardware profile's registers over Modbus TCP.
+    Modbus(edgegw::sources::modbus::SimulateArgs),
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Validate hardware profile files. Exit 0 when all are valid, 2 when not.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config, explain } => {
+            let report = config::check_all(&config);
+            print_diags(&report.diags);
+            if explain {
+                if let Ok(loaded) = config::load(&config) {
+                    print!("{}", edgegw::app::explain_plans(&loaded));
+                }
+            }
+            let errors = report.errors();
+            if errors == 0 {
+                println!(
+                    "{}: OK ({} file{} checked)",
+                    config.display(),
+                    report.files.len(),
+                    if report.files.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "{errors} problem{} found",
+                    if errors == 1 { "" } else { "s" }
+                );
+                ExitCode::from(EXIT_INVALID)
+            }
+        }
+        Command::Profile {
+            command: ProfileCommand::Check { files },
+        } => {
+            let mut diags = Vec::new();
+            for f in &files {
+                edgegw::profiles::load_profile(f, &mut diags);
+            }
+            print_diags(&diags);
+            let errors = diags.iter().filter(|d| d.is_error()).count();
+            if errors == 0 {
+                println!(
+                    "{} profile{} OK",
+                    files.len(),
+                    if files.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "{errors} problem{} found",
+                    if errors == 1 { "" } else { "s" }
+                );
+                ExitCode::from(EXIT_INVALID)
+            }
+        }
+        Command::Run { config } => {
+            let loaded = match config::load(&config) {
+                Ok(l) => l,
+                Err(diags) => {
+                    init_tracing(cli.log_format.unwrap_or_default(), "info");
+                    print_diags(&diags);
+                    eprintln!("edgegw: not starting: {} has errors", config.display());
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            };
+            let format = cli.log_format.unwrap_or(loaded.config.logging.format);
+            init_tracing(format, &loaded.config.logging.level);
+            for d in &loaded.diags {
+                if d.is_error() {
+                    tracing::error!("{d}");
+                } else {
+                    tracing::warn!("{d}");
+                }
+            }
+            exit_with(run_async(edgegw::app::run(loaded)))
+        }
+        Command::Outbox {
+            config,
+            path,
+            command,
+        } => {
+            init_tracing(cli.log_format.unwrap_or_default(), "warn");
+            exit_with(outbox_command(&config, path, command))
+        }
+        Command::Modbus {
+            command: ModbusCommand::Read(args),
+        } => {
+            init_tracing(cli.log_format.unwrap_or_default(), "warn");
+            exit_with(run_async(async move {
+                edgegw::sources::modbus::read_command(args, &mut std::io::stdout()).await
+            }))
+        }
+        Command::Simulate {
+            command: SimulateCommand::Modbus(args),
+        } => {
+            init_tracing(cli.log_format.unwrap_or_default(), "info");
+            exit_with(run_async(async move {
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let stop = cancel.clone();
+                tokio::spawn(async move {
+                    edgegw::app::wait_for_stop_signal().await;
+                    stop.cancel();
+                });
+                edgegw::sources::modbus::simulate_command(args, cancel).await
+            }))
+        }
+        Command::Demo { seconds } => {
+            init_tracing(cli.log_format.unwrap_or(LogFormat::Human), "warn");
+            exit_with(run_async(edgegw::demo::run(seconds)))
+        }
+    }
+}
+
+fn outbox_command(
+    config_path: &std::path::Path,
+    path: Option<PathBuf>,
+    command: OutboxCommand,
+) -> anyhow::Result<()> {
+    use edgegw::outbox::{cli_dead_letters, cli_dump, cli_stats};
+    let path = match path {
+        Some(p) => p,
+        None => {
+            let loaded = config::load(config_path).map_err(|diags| {
+                print_diags(&diags);
+                anyhow::anyhow!(
+                    "{} has errors; name the outbox file with --path",
+                    config_path.display()
+                )
+            })?;
+            edgegw::app::outbox_path(&loaded.config)
+        }
+    };
+    let mut out = std::io::stdout();
+    match command {
+        OutboxCommand::Stats => print!("{}", cli_stats(&path)?),
+        OutboxCommand::Dump { kind, limit } => {
+            let kind = match kind.as_deref() {
+                None => None,
+                Some(k) => Some(
+                    edgegw::record::RecordKind::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == k)
+                        .with_context(|| {
+                            format!("unknown kind {k:?}: use reading, window, alert or summary")
+                        })?,
+                ),
+            };
+            cli_dump(&path, kind, limit, &mut out)?;
+        }
+        OutboxCommand::DeadLetters { requeue } => cli_dead_letters(&path, &requeue, &mut out)?,
+    }
+    Ok(())
+}
+
+fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("edgegw")
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
+fn exit_with(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("edgegw: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_diags(diags: &[edgegw::diag::Diagnostic]) {
+    for d in diags {
+        eprintln!("{d}");
+    }
+}
+
+fn init_tracing(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(default_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Human | LogFormat::Auto => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}

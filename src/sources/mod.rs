@@ -7,6 +7,10 @@
 //! query/response protocol) attaches an [`Ack`]; the outbox writer fires it only after
 //! the records made from that batch are committed.
 
+pub mod modbus;
+pub mod mqtt;
+pub mod serial;
+
 use crate::record::{SensorType, TimestampUs};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -119,4 +123,79 @@ impl Ack {
 pub struct SourceBatch {
     pub readings: Vec<Reading>,
     pub ack: Option<Ack>,
+}
+
+/// A device as a source task gets it: its config entry and its validated profile.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    pub config: crate::config::DeviceConfig,
+    pub profile: Arc<crate::profiles::LoadedProfile>,
+    /// Counters the metrics endpoint and the CLI read.
+    pub stats: Arc<DeviceStats>,
+}
+
+impl DeviceSpec {
+    /// The identity of one of the device's channels; `None` when the profile has no
+    /// such channel.
+    pub fn channel(&self, name: &str) -> Option<ChannelId> {
+        let ch = self.profile.profile.channels.get(name)?;
+        Some(ChannelId::new(
+            &self.config.id,
+            name,
+            ch.sensor_type,
+            &ch.unit,
+        ))
+    }
+}
+
+/// Upper bounds (µs) of the poll latency histogram buckets.
+pub const LATENCY_BUCKETS_US: [u64; 10] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000,
+];
+
+/// Per-device counters, updated by the source task, read by metrics and reports.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    /// Poll cycles (or lines, or messages) handled.
+    pub polls: std::sync::atomic::AtomicU64,
+    /// Readings sent down the pipeline.
+    pub readings: std::sync::atomic::AtomicU64,
+    /// Errors by kind: `timeout`, `connect`, `exception`, `checksum`, `parse`, ...
+    pub errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Time of the last successful poll/line/message (µs since the epoch), 0 = never.
+    pub last_success_us: std::sync::atomic::AtomicI64,
+    /// Poll latency histogram: counts per bucket of [`LATENCY_BUCKETS_US`] plus +Inf.
+    pub latency_buckets: [std::sync::atomic::AtomicU64; 11],
+    pub latency_sum_us: std::sync::atomic::AtomicU64,
+    /// Whether the transport is currently connected/open.
+    pub connected: std::sync::atomic::AtomicBool,
+}
+
+impl DeviceStats {
+    pub fn error(&self, kind: &'static str) {
+        if let Ok(mut m) = self.errors.lock() {
+            *m.entry(kind).or_insert(0) += 1;
+        }
+    }
+
+    pub fn success(&self, ts_us: TimestampUs, latency: std::time::Duration, readings: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.polls.fetch_add(1, Relaxed);
+        self.readings.fetch_add(readings as u64, Relaxed);
+        self.last_success_us.store(ts_us, Relaxed);
+        let us = latency.as_micros() as u64;
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency_buckets[i].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
+    }
+
+    pub fn error_count(&self, kind: &str) -> u64 {
+        self.errors
+            .lock()
+            .map(|m| m.get(kind).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
 }

@@ -51,6 +51,14 @@ class FeatureDefinitions(unittest.TestCase):
         self.assertAlmostEqual(f["mean"], 2.0, places=12)
         self.assertAlmostEqual(f["kurtosis"], 1.5, places=9)  # sine: Pearson kurtosis 3/2
 
+    def test_degenerate_window(self):
+        f = window_features(np.full(2048, 0.25), 12000.0)
+        self.assertEqual((f["kurtosis"], f["skewness"]), (0.0, 0.0))
+        self.assertEqual(f["crest_factor"], 1.0)
+        self.assertEqual((f["spectral_centroid"], f["high_freq_energy"]), (0.0, 0.0))
+        self.assertEqual((f["dominant_freq"], f["dominant_freq_amplitude"]), (12000.0 / 2048, 0.0))
+        self.assertEqual(window_features(np.zeros(2048), 12000.0)["crest_factor"], 0.0)
+
     def test_rolling(self):
         r = np.array([1.0, 2.0, 4.0, 7.0])
         f = rolling_features(r)

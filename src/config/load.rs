@@ -1,0 +1,453 @@
+//! Loading and checking: the file is checked with spans (every problem, with its
+//! line), then figment merges `EDGEGW_` environment overrides, then the semantic
+//! checks run across config and profiles.
+
+use super::*;
+use crate::diag::{deserialize_all, Diagnostic, FieldPath, SourceFile};
+use crate::profiles::{self, LoadedProfile};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A config with every profile it uses, plus whatever was wrong with the rest.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: GatewayConfig,
+    pub config_path: PathBuf,
+    /// Profiles by name, for the devices that can run.
+    pub profiles: BTreeMap<String, LoadedProfile>,
+    /// Devices that are enabled and whose profile and transport are valid.
+    pub runnable: Vec<DeviceConfig>,
+    /// Every problem found; devices with errors are left out of `runnable`.
+    pub diags: Vec<Diagnostic>,
+}
+
+/// The result of `edgegw check`.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub diags: Vec<Diagnostic>,
+    pub files: Vec<PathBuf>,
+}
+
+impl CheckReport {
+    pub fn errors(&self) -> usize {
+        self.diags.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+/// Loads the config for running. Errors in the file itself are fatal (`Err` with all
+/// of them); a device with a bad profile is reported and left out, the rest runs.
+pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let Some(file) = SourceFile::read(path, &mut diags) else {
+        return Err(diags);
+    };
+    let Some(config) = parse_config(&file, &mut diags) else {
+        return Err(diags);
+    };
+    let mut profiles = BTreeMap::new();
+    let runnable = check_config(&file, &config, &mut profiles, &mut diags);
+    let fatal = diags.iter().any(|d| d.is_error() && d.file == file.path);
+    if fatal {
+        return Err(diags);
+    }
+    Ok(Loaded {
+        config,
+        config_path: path.to_path_buf(),
+        profiles,
+        runnable,
+        diags,
+    })
+}
+
+/// `edgegw check`: the config, every profile it references and every profile file in
+/// the profile directory; all problems at once.
+pub fn check_all(path: &Path) -> CheckReport {
+    let mut report = CheckReport::default();
+    report.files.push(path.to_path_buf());
+    let Some(file) = SourceFile::read(path, &mut report.diags) else {
+        return report;
+    };
+    let Some(config) = parse_config(&file, &mut report.diags) else {
+        return report;
+    };
+    let mut profiles = BTreeMap::new();
+    check_config(&file, &config, &mut profiles, &mut report.diags);
+    let dir = profile_dir(&file.path, &config);
+    let checked: BTreeSet<PathBuf> = profiles.values().map(|p| p.path.clone()).collect();
+    report.files.extend(checked.iter().cloned());
+    if let Ok(files) = profiles::profile_files(&dir) {
+        for f in files {
+            if checked.contains(&f) || report.diags.iter().any(|d| d.file == f) {
+                continue;
+            }
+            report.files.push(f.clone());
+            profiles::load_profile(&f, &mut report.diags);
+        }
+    }
+    report
+}
+
+/// The profile directory, relative paths taken from the config file's directory.
+pub fn profile_dir(config_path: &Path, config: &GatewayConfig) -> PathBuf {
+    let dir = &config.gateway.profile_dir;
+    if dir.is_absolute() {
+        dir.clone()
+    } else {
+        config_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(dir)
+    }
+}
+
+/// Environment variables with our prefix that are not config overrides.
+const NOT_OVERRIDES: &[&str] = &["CONFIG", "LOG_FORMAT"];
+
+fn parse_config(file: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
+    let before = diags.iter().filter(|d| d.is_error()).count();
+    let from_file: Option<GatewayConfig> =
+        deserialize_all(file, &FieldPath::root(), file.root_value(), diags);
+    if from_file.is_none() || diags.iter().filter(|d| d.is_error()).count() > before {
+        // Repaired (offending entries dropped): good enough for the semantic checks
+        // to report the rest, never good enough to run.
+        return from_file;
+    }
+    // The file is fine on its own; now apply environment overrides.
+    let figment = Figment::new()
+        .merge(Toml::string(&file.text))
+        .merge(Env::prefixed("EDGEGW_").split("__").ignore(NOT_OVERRIDES));
+    match figment.extract::<GatewayConfig>() {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            for e in errors {
+                let key = e.path.join(".");
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.to_string())
+                    .unwrap_or_else(|| "environment".into());
+                let var = format!("EDGEGW_{}", e.path.join("__").to_uppercase());
+                diags.push(Diagnostic::file_error(
+                    &file.path,
+                    format!("{key}: {} (from {source}, e.g. {var})", e.kind),
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// Semantic checks of the config and the profiles its devices use. Returns the
+/// devices that can run.
+fn check_config(
+    file: &SourceFile,
+    c: &GatewayConfig,
+    profiles_out: &mut BTreeMap<String, LoadedProfile>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<DeviceConfig> {
+    let root = FieldPath::root();
+    let g = root.join("gateway");
+    if let Some(p) = crate::profiles::name_problem(&c.gateway.id) {
+        diags.push(file.diag(&g.join("id"), format!("gateway id {:?} {p}", c.gateway.id)));
+    }
+
+    // Sections whose owners validate their own settings ("field.path: message").
+    let mut settings_problems = c.outbox.validate();
+    if let Err(p) = c.pipeline.validate() {
+        settings_problems.extend(p);
+    }
+    for problem in settings_problems {
+        let (field, msg) = problem.split_once(": ").unwrap_or(("-", problem.as_str()));
+        let mut path = FieldPath::root();
+        for seg in field.split('.') {
+            path = path.join(seg);
+        }
+        diags.push(file.diag(&path, msg.to_string()));
+    }
+
+    // Serial ports.
+    for (name, port) in &c.serial_ports {
+        let path = root.join("serial_ports").join(name.as_str());
+        if ![5, 6, 7, 8].contains(&port.data_bits) {
+            diags.push(file.diag(
+                &path.join("data_bits"),
+                format!("{} is not possible; use 5, 6, 7 or 8", port.data_bits),
+            ));
+        }
+        if ![1, 2].contains(&port.stop_bits) {
+            diags.push(file.diag(
+                &path.join("stop_bits"),
+                format!("{} is not possible; use 1 or 2", port.stop_bits),
+            ));
+        }
+        if port.baud < 50 || port.baud > 4_000_000 {
+            diags.push(file.diag(
+                &path.join("baud"),
+                format!(
+                    "{} baud is not a serial speed; common ones are 9600, 19200, 38400, 115200",
+                    port.baud
+                ),
+            ));
+        }
+    }
+    for (name, b) in &c.mqtt_brokers {
+        let path = root.join("mqtt_brokers").join(name.as_str());
+        if b.host.trim().is_empty() {
+            diags.push(file.diag(&path.join("host"), "must not be empty".to_string()));
+        }
+        if b.keep_alive_secs < 5 {
+            diags.push(file.diag(
+                &path.join("keep_alive_secs"),
+                "must be at least 5 seconds".to_string(),
+            ));
+        }
+    }
+
+    let dir = profile_dir(&file.path, c);
+    let available: Vec<String> = crate::profiles::profile_files(&dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    let mut seen_ids: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut port_users: BTreeMap<&str, (bool, usize)> = BTreeMap::new();
+    let mut runnable = Vec::new();
+
+    for (i, d) in c.devices.iter().enumerate() {
+        let path = root.join("devices").join(i);
+        let errors_before = diags.iter().filter(|d| d.is_error()).count();
+        if let Some(p) = crate::profiles::name_problem(&d.id) {
+            diags.push(file.diag(&path.join("id"), format!("device id {:?} {p}", d.id)));
+        }
+        if let Some(first) = seen_ids.insert(&d.id, i) {
+            diags.push(file.diag(
+                &path.join("id"),
+                format!(
+                    "device id {:?} is already used by devices[{first}]; ids must be unique",
+                    d.id
+                ),
+            ));
+        }
+        if d.poll_interval_ms < 10 {
+            diags.push(file.diag(
+                &path.join("poll_interval_ms"),
+                "must be at least 10 ms".to_string(),
+            ));
+        }
+        let transport = d.transport();
+        if transport.is_none() {
+            let n = [
+                d.modbus_tcp.is_some(),
+                d.modbus_rtu.is_some(),
+                d.serial.is_some(),
+                d.mqtt.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
+            let msg = if n == 0 {
+                "no transport: add one of [devices.modbus_tcp], [devices.modbus_rtu], [devices.serial] or [devices.mqtt]"
+            } else {
+                "more than one transport: a device is read one way; keep one of modbus_tcp, modbus_rtu, serial, mqtt"
+            };
+            diags.push(file.diag(&path, msg.to_string()));
+        }
+        match transport {
+            Some(Transport::ModbusTcp(t)) => {
+                if t.host.trim().is_empty() {
+                    diags.push(file.diag(
+                        &path.join("modbus_tcp").join("host"),
+                        "must not be empty".to_string(),
+                    ));
+                }
+                if t.timeout_ms < 10 {
+                    diags.push(file.diag(
+                        &path.join("modbus_tcp").join("timeout_ms"),
+                        "must be at least 10 ms".to_string(),
+                    ));
+                }
+            }
+            Some(Transport::ModbusRtu(t)) => {
+                let tp = path.join("modbus_rtu");
+                if !(1..=247).contains(&t.unit_id) {
+                    diags.push(file.diag(
+                        &tp.join("unit_id"),
+                        format!("{} is not a Modbus RTU address; use 1 to 247", t.unit_id),
+                    ));
+                }
+                port_ref(file, c, &tp, &t.port, diags);
+                let e = port_users.entry(t.port.as_str()).or_insert((true, i));
+                if !e.0 {
+                    diags.push(file.diag(&tp.join("port"), format!("serial port {:?} is already used by the ASCII device devices[{}]; a port carries either Modbus RTU or one ASCII sensor", t.port, e.1)));
+                }
+            }
+            Some(Transport::Serial(t)) => {
+                let tp = path.join("serial");
+                port_ref(file, c, &tp, &t.port, diags);
+                if let Some(prev) = port_users.insert(t.port.as_str(), (false, i)) {
+                    diags.push(file.diag(&tp.join("port"), format!("serial port {:?} is already used by devices[{}]; an ASCII sensor needs the port to itself", t.port, prev.1)));
+                }
+            }
+            Some(Transport::Mqtt(t)) => {
+                let tp = path.join("mqtt");
+                if !c.mqtt_brokers.contains_key(&t.broker) {
+                    let known: Vec<&str> = c.mqtt_brokers.keys().map(String::as_str).collect();
+                    diags.push(file.diag(
+                        &tp.join("broker"),
+                        format!(
+                            "no broker named {:?} in [mqtt_brokers]; known: {}",
+                            t.broker,
+                            list(&known)
+                        ),
+                    ));
+                }
+                if let Some(topic) = &t.topic {
+                    if let Some(p) = crate::profiles::topic_filter_problem(topic) {
+                        diags.push(file.diag(&tp.join("topic"), p));
+                    }
+                }
+            }
+            None => {}
+        }
+
+        // The profile.
+        let profile_path = resolve_profile(&dir, &d.profile);
+        let name = profile_name(&d.profile);
+        let profile = if let Some(p) = profiles_out.get(&name) {
+            Some(p.clone())
+        } else if !profile_path.is_file() {
+            diags.push(file.diag(
+                &path.join("profile"),
+                format!(
+                    "no hardware profile {:?} ({} does not exist); profiles in {}: {}",
+                    d.profile,
+                    profile_path.display(),
+                    dir.display(),
+                    list(&available.iter().map(String::as_str).collect::<Vec<_>>())
+                ),
+            ));
+            None
+        } else {
+            let p = crate::profiles::load_profile(&profile_path, diags);
+            if p.is_none() {
+                // The errors themselves are in the profile file; here only a note,
+                // so that the rest of the gateway still runs.
+                diags.push(
+                    file.diag(
+                        &path.join("profile"),
+                        format!(
+                            "profile {:?} has errors (listed above); device {:?} will not run",
+                            d.profile, d.id
+                        ),
+                    )
+                    .warning(),
+                );
+            }
+            p
+        };
+        if let (Some(p), Some(t)) = (&profile, transport) {
+            let (has, section) = match t {
+                Transport::ModbusTcp(_) | Transport::ModbusRtu(_) => {
+                    (p.profile.modbus.is_some(), "[modbus]")
+                }
+                Transport::Serial(_) => (p.profile.serial.is_some(), "[serial]"),
+                Transport::Mqtt(_) => (p.profile.mqtt.is_some(), "[mqtt]"),
+            };
+            if !has {
+                diags.push(file.diag(&path.join("profile"), format!("profile {:?} has no {section} section, so it cannot be read over this device's transport", d.profile)));
+            }
+            for ch in p.profile.channels.keys() {
+                let sid = format!("{}.{}", d.id, ch);
+                if sid.len() > 255 {
+                    diags.push(file.diag(
+                        &path.join("id"),
+                        format!("sensor id {sid:?} is longer than the cloud's 255 characters"),
+                    ));
+                }
+            }
+        }
+        if let Some(p) = profile {
+            profiles_out.insert(name, p);
+        }
+        let ok = diags.iter().filter(|d| d.is_error()).count() == errors_before;
+        if ok && d.enabled {
+            runnable.push(d.clone());
+        }
+    }
+
+    // Upstreams that this build does not implement yet: say so instead of
+    // pretending to forward.
+    let u = root.join("upstreams");
+    for (name, enabled) in [
+        (
+            "timescale",
+            c.upstreams.timescale.as_ref().map(|x| x.enabled),
+        ),
+        ("redis", c.upstreams.redis.as_ref().map(|x| x.enabled)),
+        ("http", c.upstreams.http.as_ref().map(|x| x.enabled)),
+        ("mqtt", c.upstreams.mqtt.as_ref().map(|x| x.enabled)),
+    ] {
+        if enabled == Some(true) && !crate::upstream::implemented(name) {
+            diags.push(file.diag(&u.join(name), format!("the {name} upstream is not implemented in this build yet; set enabled = false (records stay in the outbox until an upstream takes them)")));
+        }
+    }
+    if let Some(m) = &c.upstreams.mqtt {
+        if !c.mqtt_brokers.contains_key(&m.broker) {
+            diags.push(file.diag(
+                &u.join("mqtt").join("broker"),
+                format!("no broker named {:?} in [mqtt_brokers]", m.broker),
+            ));
+        }
+    }
+    runnable
+}
+
+fn port_ref(
+    file: &SourceFile,
+    c: &GatewayConfig,
+    path: &FieldPath,
+    port: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if !c.serial_ports.contains_key(port) {
+        let known: Vec<&str> = c.serial_ports.keys().map(String::as_str).collect();
+        diags.push(file.diag(
+            &path.join("port"),
+            format!(
+                "no port named {port:?} in [serial_ports]; known: {}",
+                list(&known)
+            ),
+        ));
+    }
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// A profile reference is a path when it ends in `.toml`, else a name in the dir.
+fn resolve_profile(dir: &Path, reference: &str) -> PathBuf {
+    if reference.ends_with(".toml") {
+        let p = PathBuf::from(reference);
+        if p.is_absolute() {
+            p
+        } else {
+            dir.join(p)
+        }
+    } else {
+        dir.join(format!("{reference}.toml"))
+    }
+}
+
+fn profile_name(reference: &str) -> String {
+    Path::new(reference)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| reference.to_string())
+}

@@ -1,0 +1,444 @@
+//! The gateway config (`/etc/edgegw/edgegw.toml`): serde structs, loading with
+//! figment (the TOML file, then `EDGEGW_` environment overrides with `__` between
+//! nested keys), and validation that reports every problem with file:line:column.
+//!
+//! `config/edgegw.toml` in the repository documents every option; keep it in step.
+
+mod load;
+mod secret;
+
+pub use load::{check_all, load, CheckReport, Loaded};
+pub use secret::{SecretError, SecretRef};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Default location of the config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgegw/edgegw.toml";
+
+/// The whole gateway config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Who this gateway is and where its files are.
+    pub gateway: GatewaySection,
+    /// The sensors this gateway reads.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+    /// Serial ports by name: RS-485 buses for Modbus RTU, or ports of ASCII sensors.
+    #[serde(default)]
+    pub serial_ports: BTreeMap<String, SerialPortConfig>,
+    /// MQTT brokers that sensors publish to, by name.
+    #[serde(default)]
+    pub mqtt_brokers: BTreeMap<String, MqttBrokerConfig>,
+    /// Windows, features, detection, alerts and summaries.
+    #[serde(default)]
+    pub pipeline: crate::pipeline::PipelineSettings,
+    /// Detection models.
+    #[serde(default)]
+    pub models: ModelsConfig,
+    /// The SQLite store-and-forward buffer.
+    #[serde(default)]
+    pub outbox: crate::outbox::OutboxSettings,
+    /// Where data goes: the Smart Maintenance cloud.
+    #[serde(default)]
+    pub upstreams: UpstreamsConfig,
+    /// The local status and metrics listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Unique id of this gateway in the plant; part of every record key, so two
+    /// gateways must never share one.
+    pub id: String,
+    /// Free text: plant, hall, line. Sent upstream as metadata.
+    #[serde(default)]
+    pub site: String,
+    /// Where the outbox and model cache live (systemd `StateDirectory=`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Directory of hardware profiles. A relative path is relative to the config file.
+    #[serde(default = "default_profile_dir")]
+    pub profile_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/edgegw")
+}
+
+fn default_profile_dir() -> PathBuf {
+    PathBuf::from("hardware-profiles")
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One sensor (or one sensor head of a multi-channel transmitter).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Unique device id; upstream sensor ids are `<id>.<channel>`.
+    pub id: String,
+    /// Hardware profile: a file stem in `gateway.profile_dir` (`acme-vt420`) or a path
+    /// to a `.toml` file.
+    pub profile: String,
+    /// A disabled device is validated but not read.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How often to poll (Modbus, serial query/response). MQTT and free-running
+    /// serial sensors push on their own.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Where the sensor is mounted; sent upstream as the sensor's location.
+    #[serde(default)]
+    pub location: String,
+    /// Pin a model bundle for this device instead of choosing by sensor type.
+    pub model: Option<ModelPin>,
+    /// Modbus TCP transport.
+    pub modbus_tcp: Option<ModbusTcpTransport>,
+    /// Modbus RTU transport (a unit on an RS-485 bus from `[serial_ports]`).
+    pub modbus_rtu: Option<ModbusRtuTransport>,
+    /// ASCII serial transport (a port from `[serial_ports]`).
+    pub serial: Option<SerialTransport>,
+    /// MQTT transport (a broker from `[mqtt_brokers]`).
+    pub mqtt: Option<MqttTransport>,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+
+/// The transport of a device, once validated (exactly one is set).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transport<'a> {
+    ModbusTcp(&'a ModbusTcpTransport),
+    ModbusRtu(&'a ModbusRtuTransport),
+    Serial(&'a SerialTransport),
+    Mqtt(&'a MqttTransport),
+}
+
+impl DeviceConfig {
+    /// The device's transport; `None` when the config sets none or several (which
+    /// validation reports).
+    pub fn transport(&self) -> Option<Transport<'_>> {
+        let all = [
+            self.modbus_tcp.as_ref().map(Transport::ModbusTcp),
+            self.modbus_rtu.as_ref().map(Transport::ModbusRtu),
+            self.serial.as_ref().map(Transport::Serial),
+            self.mqtt.as_ref().map(Transport::Mqtt),
+        ];
+        let mut set = all.into_iter().flatten();
+        match (set.next(), set.next()) {
+            (Some(t), None) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPin {
+    /// Bundle name, e.g. `vibration-default`.
+    pub name: String,
+    /// Exact version; absent = the newest cached version of that name.
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusTcpTransport {
+    /// Host name or IP address of the device or Modbus gateway.
+    pub host: String,
+    #[serde(default = "default_modbus_port")]
+    pub port: u16,
+    /// Unit id (slave id); 1 for most TCP devices, the RTU address behind a gateway.
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    /// Time allowed for one request; the async client has no timeout of its own.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Overrides the profile's `modbus.max_gap` for this device.
+    pub max_gap: Option<u16>,
+}
+
+fn default_modbus_port() -> u16 {
+    502
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+
+fn default_timeout_ms() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusRtuTransport {
+    /// Name of the bus in `[serial_ports]`.
+    pub port: String,
+    /// Unit id (slave address) 1..247.
+    pub unit_id: u8,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Overrides the profile's `modbus.max_gap` for this device.
+    pub max_gap: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialTransport {
+    /// Name of the port in `[serial_ports]`.
+    pub port: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTransport {
+    /// Name of the broker in `[mqtt_brokers]`.
+    pub broker: String,
+    /// Topic filter; overrides the profile's `mqtt.topic` (e.g. to pick one sensor).
+    pub topic: Option<String>,
+}
+
+/// A serial port: an RS-485 bus for Modbus RTU, or the line of an ASCII sensor.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialPortConfig {
+    /// Device path, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/...` (stable across
+    /// replugging; prefer it).
+    pub path: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// 5, 6, 7 or 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default)]
+    pub parity: Parity,
+    /// 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    #[serde(default)]
+    pub flow_control: FlowControl,
+    /// Modbus RTU: silence before each request; default 3.5 character times at this
+    /// baud rate (at least 1.75 ms above 19200 baud, as the spec says).
+    pub inter_frame_delay_ms: Option<f64>,
+    /// Modbus RTU: minimum pause between the end of one answer and the next request;
+    /// slow slaves need more.
+    pub min_request_pause_ms: Option<f64>,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+
+fn default_data_bits() -> u8 {
+    8
+}
+
+fn default_stop_bits() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowControl {
+    #[default]
+    None,
+    Software,
+    Hardware,
+}
+
+/// An MQTT broker sensors publish to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttBrokerConfig {
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Fixed client id: with a persistent session, messages published while the
+    /// gateway was away are delivered when it returns. Default `edgegw-<gateway id>`.
+    pub client_id: Option<String>,
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+    pub username: Option<String>,
+    pub password: Option<SecretRef>,
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+
+fn default_keep_alive_secs() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate (PEM) that signed the server's certificate.
+    pub ca_file: PathBuf,
+    /// Client certificate (PEM) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub key_file: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Where synced model bundles are cached; default `<state_dir>/models`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Upstreams. Each one keeps its own cursor in the outbox; a record leaves the
+/// outbox when every enabled upstream has acknowledged it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamsConfig {
+    pub timescale: Option<TimescaleUpstream>,
+    pub redis: Option<RedisUpstream>,
+    pub http: Option<HttpUpstream>,
+    pub mqtt: Option<MqttUpstream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimescaleUpstream {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `postgres://user@host:5432/db` without the password; `?sslmode=require` for TLS.
+    pub url: String,
+    pub password: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisUpstream {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `redis://host:6379/0` without the password.
+    pub url: String,
+    pub password: Option<SecretRef>,
+    /// Key prefix for everything the gateway writes (streams, hashes, channels).
+    #[serde(default = "default_redis_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_redis_prefix() -> String {
+    "smartmaint:".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUpstream {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Base URL of the ingest API, e.g. `https://ingest.example.com`.
+    pub url: String,
+    /// Sent as `X-API-Key`.
+    pub api_key: SecretRef,
+    /// Requests per second; the cloud drops above about 100/s across all gateways.
+    #[serde(default = "default_http_rate")]
+    pub rate_per_s: f64,
+}
+
+fn default_http_rate() -> f64 {
+    50.0
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttUpstream {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Name of a broker in `[mqtt_brokers]` (the cloud broker).
+    pub broker: String,
+    /// Topic template; `{gateway}`, `{kind}` and `{sensor_id}` are filled in.
+    #[serde(default = "default_mqtt_upstream_topic")]
+    pub topic: String,
+}
+
+fn default_mqtt_upstream_topic() -> String {
+    "smartmaint/{gateway}/{kind}/{sensor_id}".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the status and metrics listener (`/healthz`, `/readyz`,
+    /// `/metrics`). Keep it on 127.0.0.1 unless a token is set.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// Bearer token required when listening beyond loopback.
+    pub token: Option<SecretRef>,
+    /// Switch the listener off entirely.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+            token: None,
+            enabled: true,
+        }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Level or tracing filter (`info`, `edgegw=debug,info`); `RUST_LOG` wins.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `auto` (human on a terminal, JSON otherwise), `human` or `json`;
+    /// `--log-format` wins.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: default_log_level(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Human,
+    Json,
+}

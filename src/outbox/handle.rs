@@ -1,0 +1,117 @@
+//! [`OutboxHandle`]: the async face of the outbox for the writer and forwarders.
+//!
+//! The store is synchronous (rusqlite). The handle keeps it behind a `std::sync::Mutex`
+//! and runs every call on tokio's blocking pool (`spawn_blocking`), so SQLite never
+//! blocks a runtime thread. SQLite serialises writes anyway; the mutex only makes the
+//! serialisation explicit and lets one connection (one page cache) serve everyone.
+
+use super::error::OutboxError;
+use super::stats::OutboxStats;
+use super::store::Outbox;
+use crate::record::{Record, StoredRecord};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Cheap-to-clone async handle to one [`Outbox`].
+#[derive(Clone)]
+pub struct OutboxHandle {
+    inner: Arc<Mutex<Outbox>>,
+    path: Arc<PathBuf>,
+}
+
+fn lock(m: &Mutex<Outbox>) -> MutexGuard<'_, Outbox> {
+    // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+    // roll back on drop), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl OutboxHandle {
+    pub fn new(outbox: Outbox) -> OutboxHandle {
+        let path = Arc::new(outbox.path().to_path_buf());
+        OutboxHandle {
+            inner: Arc::new(Mutex::new(outbox)),
+            path,
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Runs `f` with the store on the blocking pool.
+    pub async fn with<T, F>(&self, f: F) -> Result<T, OutboxError>
+    where
+        F: FnOnce(&mut Outbox) -> Result<T, OutboxError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || f(&mut lock(&inner))).await {
+            Ok(res) => res,
+            Err(join) => Err(OutboxError::Io {
+                path: self.path.as_ref().clone(),
+                context: "outbox task failed",
+                source: std::io::Error::other(join.to_string()),
+            }),
+        }
+    }
+
+    /// Runs `f` with the store on the current thread (for sync callers and tests).
+    pub fn blocking<T>(&self, f: impl FnOnce(&mut Outbox) -> T) -> T {
+        f(&mut lock(&self.inner))
+    }
+
+    /// [`Outbox::append`] on the blocking pool; hands the records back so the caller
+    /// can retry without cloning.
+    pub async fn append(
+        &self,
+        records: Vec<Record>,
+    ) -> (Vec<Record>, Result<Vec<i64>, OutboxError>) {
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || {
+            let res = lock(&inner).append(&records);
+            (records, res)
+        })
+        .await
+        {
+            Ok(out) => out,
+            Err(join) => (
+                Vec::new(),
+                Err(OutboxError::Io {
+                    path: self.path.as_ref().clone(),
+                    context: "outbox append task failed",
+                    source: std::io::Error::other(join.to_string()),
+                }),
+            ),
+        }
+    }
+
+    /// [`Outbox::peek`] on the blocking pool.
+    pub async fn peek(&self, upstream: &str, n: usize) -> Result<Vec<StoredRecord>, OutboxError> {
+        let upstream = upstream.to_string();
+        self.with(move |o| o.peek(&upstream, n)).await
+    }
+
+    /// [`Outbox::ack`] on the blocking pool.
+    pub async fn ack(&self, upstream: &str, up_to_id: i64) -> Result<(), OutboxError> {
+        let upstream = upstream.to_string();
+        self.with(move |o| o.ack(&upstream, up_to_id)).await
+    }
+
+    /// [`Outbox::dead_letter`] on the blocking pool.
+    pub async fn dead_letter(
+        &self,
+        upstream: &str,
+        id: i64,
+        reason: &str,
+    ) -> Result<(), OutboxError> {
+        let (upstream, reason) = (upstream.to_string(), reason.to_string());
+        self.with(move |o| o.dead_letter(&upstream, id, &reason))
+            .await
+    }
+
+    /// [`Outbox::stats`] on the blocking pool.
+    pub async fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        self.with(|o| o.stats()).await
+    }
+}

@@ -1,0 +1,248 @@
+//! What operators see: `stats()` (depth, lag, bytes, evictions) and `dump()`.
+//!
+//! Read-only queries. `stats()` counts rows per kind with one scan of `records`,
+//! so it costs O(depth): fine for the CLI and a metrics scrape every few seconds,
+//! not for every batch.
+
+use super::encode;
+use super::error::OutboxError;
+use super::store::Outbox;
+use crate::record::{format_rfc3339, now_us, RecordKind, TimestampUs};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A snapshot of the outbox for metrics and `edgegw outbox stats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxStats {
+    pub path: String,
+    pub gateway_id: String,
+    pub epoch: String,
+    /// Records waiting, per kind name (`reading`, `window`, `alert`, `summary`).
+    pub depth: BTreeMap<String, u64>,
+    pub total_records: u64,
+    pub upstreams: Vec<UpstreamStats>,
+    /// Pages in use times page size (live data, WAL included).
+    pub used_bytes: u64,
+    /// Size of the database file on disk (grows to the bound, then pages are reused).
+    pub file_bytes: u64,
+    /// The size bound in force (`max_size_mb`, or lower after a disk-full).
+    pub limit_bytes: u64,
+    /// Age of the oldest record in the outbox, seconds.
+    pub oldest_age_secs: Option<f64>,
+    /// Persisted eviction counters: `evicted_size.<kind>`, `evicted_age.<kind>`.
+    pub evicted: BTreeMap<String, u64>,
+    /// Rows in the dead-letter table now.
+    pub dead_letters: u64,
+    /// Every other persisted counter (`dead_lettered:<upstream>`, `requeued`).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Per-upstream delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamStats {
+    pub name: String,
+    /// False for a cursor kept from an upstream that is no longer configured
+    /// (it does not hold records back).
+    pub configured: bool,
+    pub acked_id: i64,
+    /// Records after the cursor (dead letters of this upstream included).
+    pub pending: u64,
+    /// Age of the oldest record not yet acknowledged by this upstream, seconds.
+    pub lag_secs: Option<f64>,
+    pub dead_letters: u64,
+}
+
+/// One line of `edgegw outbox dump`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DumpLine {
+    pub id: i64,
+    pub key: String,
+    pub kind: String,
+    /// When the record entered the outbox, RFC 3339 UTC.
+    pub created: String,
+    pub payload: serde_json::Value,
+}
+
+fn age_secs(now: TimestampUs, then: TimestampUs) -> f64 {
+    (now - then).max(0) as f64 / 1e6
+}
+
+impl Outbox {
+    /// Depth per kind and per upstream, bytes, ages, eviction and dead-letter counts.
+    pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let now = now_us();
+        let q = |e| self.err("reading stats", e);
+        let mut depth = BTreeMap::new();
+        for k in RecordKind::ALL {
+            depth.insert(k.as_str().to_string(), 0);
+        }
+        let mut total = 0;
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT kind, count(*) FROM records GROUP BY kind")
+                .map_err(q)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(q)?;
+            for (kind, n) in rows {
+                let name = u8::try_from(kind)
+                    .ok()
+                    .and_then(RecordKind::from_u8)
+                    .map(|k| k.as_str().to_string())
+                    .unwrap_or_else(|| format!("unknown_{kind}"));
+                depth.insert(name, n as u64);
+                total += n as u64;
+            }
+        }
+        let oldest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT created_us FROM records ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(q)?;
+
+        let cursors: Vec<(String, i64)> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT upstream, acked_id FROM cursors ORDER BY upstream")
+                .map_err(q)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(q)?;
+            rows
+        };
+        let mut upstreams = Vec::new();
+        for (name, acked_id) in cursors {
+            let pending: i64 = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM records WHERE id > ?1",
+                    [acked_id],
+                    |r| r.get(0),
+                )
+                .map_err(q)?;
+            let first: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT created_us FROM records WHERE id > ?1 ORDER BY id LIMIT 1",
+                    [acked_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(q)?;
+            let dead: i64 = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM dead_letters WHERE upstream = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .map_err(q)?;
+            upstreams.push(UpstreamStats {
+                configured: self.upstreams.contains(&name),
+                name,
+                acked_id,
+                pending: pending as u64,
+                lag_secs: first.map(|t| age_secs(now, t)),
+                dead_letters: dead as u64,
+            });
+        }
+
+        let mut evicted = BTreeMap::new();
+        let mut counters = BTreeMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT name, value FROM counters ORDER BY name")
+                .map_err(q)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(q)?;
+            for (name, value) in rows {
+                if name.starts_with("evicted_") {
+                    evicted.insert(name, value.max(0) as u64);
+                } else {
+                    counters.insert(name, value.max(0) as u64);
+                }
+            }
+        }
+        let dead_letters: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM dead_letters", [], |r| r.get(0))
+            .map_err(q)?;
+        let file_bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        Ok(OutboxStats {
+            path: self.path.display().to_string(),
+            gateway_id: self.gateway_id.clone(),
+            epoch: self.epoch.clone(),
+            depth,
+            total_records: total,
+            upstreams,
+            used_bytes: self.used_bytes()?,
+            file_bytes,
+            limit_bytes: self.effective_limit(),
+            oldest_age_secs: oldest.map(|t| age_secs(now, t)),
+            evicted,
+            dead_letters: dead_letters as u64,
+            counters,
+        })
+    }
+
+    /// Records oldest first (optionally of one kind), for JSON-lines output.
+    pub fn dump(
+        &self,
+        kind: Option<RecordKind>,
+        limit: usize,
+    ) -> Result<Vec<DumpLine>, OutboxError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let kind_filter: Option<i64> = kind.map(|k| k as i64);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, kind, created_us, payload, key FROM records
+                 WHERE ?1 IS NULL OR kind = ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|e| self.err("dumping records", e))?;
+        let rows = stmt
+            .query_map(params![kind_filter, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err("dumping records", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, kind, created_us, payload, key)| {
+                let kind_name = u8::try_from(kind)
+                    .ok()
+                    .and_then(RecordKind::from_u8)
+                    .map(|k| k.as_str().to_string())
+                    .unwrap_or_else(|| format!("unknown_{kind}"));
+                let payload = match encode::decode(kind, &payload) {
+                    Ok(record) => encode::to_json(&record),
+                    Err(detail) => serde_json::json!({ "undecodable": detail }),
+                };
+                DumpLine {
+                    id,
+                    key: key.unwrap_or_else(|| self.key_for(id)),
+                    kind: kind_name,
+                    created: format_rfc3339(created_us),
+                    payload,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,267 @@
+//! Tests that need the store's internals (clock, `max_page_count`, raw rows).
+//! Tests of the public API live in `tests/outbox_*.rs`.
+
+use super::encode::tests::{alert, reading, summary, window};
+use super::*;
+use crate::record::{Record, RecordKind};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+fn settings(max_size_mb: u64, policy: FullPolicy) -> OutboxSettings {
+    OutboxSettings {
+        max_size_mb,
+        full_policy: policy,
+        ..OutboxSettings::default()
+    }
+}
+
+fn readings(from: i64, n: i64) -> Vec<Record> {
+    (from..from + n).map(reading).collect()
+}
+
+fn counter(o: &Outbox, name: &str) -> u64 {
+    o.stats()
+        .expect("stats")
+        .evicted
+        .get(name)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn disk_full_from_max_page_count_evicts_and_keeps_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut o =
+        Outbox::open(&path, &settings(512, FullPolicy::DropOldest), "gw", &["a"]).expect("open");
+    o.append(&readings(0, 100)).expect("first batch");
+    let pages: i64 = o
+        .conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .expect("page_count");
+    // About 400 KiB of room: far below max_size_mb, so only the "disk" limits us.
+    let max: i64 = o
+        .conn
+        .query_row(
+            &format!("PRAGMA max_page_count = {}", pages + 100),
+            [],
+            |r| r.get(0),
+        )
+        .expect("max_page_count");
+    assert_eq!(max, pages + 100);
+
+    let mut ok = 0;
+    let mut full = 0;
+    let mut last_ids = Vec::new();
+    for round in 0..60 {
+        match o.append(&readings(1000 + round * 500, 500)) {
+            Ok(ids) => {
+                ok += 1;
+                last_ids = ids;
+            }
+            Err(OutboxError::Full { .. }) => full += 1,
+            Err(other) => panic!("disk full must look like a full outbox, got {other}"),
+        }
+    }
+    // 60 * 500 readings (~3.5 MB) went through 400 KiB: eviction made room every time
+    // after the first disk-full taught the outbox its real limit.
+    assert!(ok >= 59, "ok {ok}, full {full}");
+    assert!(o.disk_limit_bytes.is_some(), "the disk limit was learned");
+    let evicted = counter(&o, "evicted_size.reading");
+    assert!(evicted > 20_000, "evicted {evicted}");
+    // The newest batch is intact and readable.
+    let stats = o.stats().expect("stats");
+    assert_eq!(stats.total_records + evicted, 100 + 60 * 500 - full * 500);
+    let peeked = o.peek("a", usize::MAX).expect("peek");
+    assert_eq!(peeked.last().map(|r| r.id), last_ids.last().copied());
+
+    // Block policy on a full disk pushes back instead, and recovers once acked.
+    o.policy = FullPolicy::Block;
+    let mut saw_full = false;
+    for round in 0..20 {
+        match o.append(&readings(100_000 + round * 500, 500)) {
+            Ok(_) => {}
+            Err(OutboxError::Full { .. }) => {
+                saw_full = true;
+                break;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert!(saw_full, "block policy must report Full on a full disk");
+    let newest = o
+        .peek("a", usize::MAX)
+        .expect("peek")
+        .last()
+        .map(|r| r.id)
+        .unwrap_or(0);
+    o.ack("a", newest).expect("ack frees everything");
+    o.append(&readings(200_000, 500))
+        .expect("room again after ack");
+}
+
+#[test]
+fn disk_full_on_a_small_tmpfs_pushes_back_without_panicking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let status = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=16m",
+            "edgegw-test",
+            &mnt.to_string_lossy(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => {
+            println!("SKIPPED tmpfs variant: cannot mount a tmpfs here ({other:?}); the max_page_count test covers SQLITE_FULL");
+            return;
+        }
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    let path = mnt.join("outbox.db");
+    let mut o = Outbox::open(&path, &settings(512, FullPolicy::DropOldest), "gw", &["a"])
+        .expect("open on tmpfs");
+    // ~9 MB of readings through a 16 MiB disk with max_size_mb = 512: the free-space
+    // check evicts before SQLite ever sees a full disk.
+    for round in 0..300 {
+        if let Err(e) = o.append(&readings(round * 300, 300)) {
+            panic!("round {round}: the disk bound must evict, not fail: {e}");
+        }
+    }
+    let evicted = counter(&o, "evicted_size.reading");
+    assert!(evicted > 0, "the disk, not max_size_mb, forced eviction");
+
+    // Now someone else fills the disk completely: the outbox reports Full (or still
+    // manages by reusing its free pages), never another error, and recovers once the
+    // space is back.
+    let ballast = mnt.join("ballast");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&ballast).expect("ballast");
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let (mut ok, mut full) = (0, 0);
+    for round in 0..50 {
+        match o.append(&readings(1_000_000 + round * 300, 300)) {
+            Ok(_) => ok += 1,
+            Err(e) if e.is_full() => full += 1,
+            Err(other) => panic!("unexpected error on a full disk: {other}"),
+        }
+    }
+    println!("tmpfs full: {ok} batches stored, {full} refused as full; evicted before {evicted}");
+    assert!(o.stats().expect("stats on a full disk").total_records > 0);
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    o.disk_limit_bytes = None;
+    o.append(&readings(2_000_000, 300)).expect("space is back");
+    drop(o);
+    let o = Outbox::open(&path, &settings(512, FullPolicy::DropOldest), "gw", &["a"])
+        .expect("reopen on tmpfs");
+    assert!(!o.peek("a", 10).expect("peek").is_empty());
+}
+
+static FAKE_NOW: AtomicI64 = AtomicI64::new(0);
+fn fake_now() -> i64 {
+    FAKE_NOW.load(Ordering::SeqCst)
+}
+
+#[test]
+fn max_age_evicts_old_records_but_not_alerts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let s = OutboxSettings {
+        max_age_hours: Some(1),
+        ..OutboxSettings::default()
+    };
+    let mut o = Outbox::open(&path, &s, "gw", &["a"]).expect("open");
+    o.clock = fake_now;
+    let hour = 3600 * 1_000_000;
+    FAKE_NOW.store(10 * hour, Ordering::SeqCst);
+    let old = o
+        .append(&[reading(1), alert(1), summary(1), window(1)])
+        .expect("old");
+    FAKE_NOW.store(10 * hour + hour / 2, Ordering::SeqCst);
+    let mid = o.append(&[reading(2)]).expect("mid");
+    FAKE_NOW.store(11 * hour + hour / 4, Ordering::SeqCst);
+    let new = o.append(&[reading(3)]).expect("new");
+    let left: Vec<i64> = o
+        .peek("a", 100)
+        .expect("peek")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    // The first batch is 1.25 h old: all but the alert are gone; the 0.75 h old one stays.
+    assert_eq!(left, vec![old[1], mid[0], new[0]]);
+    assert_eq!(counter(&o, "evicted_age.reading"), 1);
+    assert_eq!(counter(&o, "evicted_age.summary"), 1);
+    assert_eq!(counter(&o, "evicted_age.window"), 1);
+    assert_eq!(counter(&o, "evicted_age.alert"), 0);
+}
+
+#[test]
+fn undecodable_payload_is_dead_lettered_not_blocking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a", "b"]).expect("open");
+    let ids = o.append(&readings(0, 3)).expect("append");
+    o.conn
+        .execute(
+            "UPDATE records SET payload = x'c1c1c1' WHERE id = ?1",
+            [ids[1]],
+        )
+        .expect("damage one payload");
+    let got: Vec<i64> = o
+        .peek("a", 10)
+        .expect("peek")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(got, vec![ids[0], ids[2]]);
+    let dl = o.dead_letters(Some("a"), 10).expect("dead letters");
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].id, ids[1]);
+    assert!(
+        dl[0].reason.starts_with("undecodable payload"),
+        "{}",
+        dl[0].reason
+    );
+    assert_eq!(dl[0].record, None);
+    assert_eq!(dl[0].kind, Some(RecordKind::Reading));
+    assert!(o.dead_letters(Some("b"), 10).expect("b").is_empty());
+}
+
+#[test]
+fn append_is_atomic_when_the_batch_fails_midway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).expect("open");
+    o.append(&readings(0, 10)).expect("append");
+    // A trigger that fails on the 5th insert of the next batch.
+    o.conn
+        .execute_batch(
+            "CREATE TEMP TRIGGER fail_fifth BEFORE INSERT ON records
+             WHEN (SELECT count(*) FROM records) >= 14
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .expect("trigger");
+    let err = o.append(&readings(100, 10)).expect_err("batch fails");
+    assert!(matches!(err, OutboxError::Sqlite { .. }), "{err}");
+    assert_eq!(
+        o.stats().expect("stats").total_records,
+        10,
+        "nothing of the batch stored"
+    );
+}

@@ -1,0 +1,185 @@
+//! The writer stage: the end of the pipeline, the only task that appends.
+//!
+//! It groups incoming [`OutboxBatch`]es into one transaction (up to about
+//! `batch_max_records`, or whatever arrived within `batch_linger_ms`), commits through
+//! [`OutboxHandle`] (blocking pool, never on a runtime thread), then — and only then —
+//! fires every source [`Ack`] of the group and wakes the forwarders. When the outbox is
+//! full (`block`, or the disk) it keeps the group and retries with backoff; meanwhile it
+//! reads nothing, so the bounded channel fills and the sources slow down.
+//!
+//! Forwarders wait on the shared `Notify` without losing wake-ups like this:
+//! ```ignore
+//! let notified = notify.notified();
+//! tokio::pin!(notified);
+//! notified.as_mut().enable();          // register before looking
+//! let batch = outbox.peek(name, 500).await?;
+//! if batch.is_empty() { notified.await }  // (with a timeout, as a safety net)
+//! ```
+
+use super::error::OutboxError;
+use super::handle::OutboxHandle;
+use super::settings::OutboxSettings;
+use crate::record::Record;
+use crate::sources::Ack;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+/// What the pipeline sends to the writer: records plus the acks of the source batches
+/// they were made from.
+#[derive(Debug, Default)]
+pub struct OutboxBatch {
+    pub records: Vec<Record>,
+    pub acks: Vec<Ack>,
+}
+
+/// What the writer did, returned when its input closes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriterReport {
+    pub records_committed: u64,
+    pub transactions: u64,
+    /// Records given up at shutdown because the outbox stayed full; their acks were
+    /// not fired, so sources that acknowledge their input will see them again.
+    pub records_abandoned: u64,
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// After the input closed, a full outbox gets this many more tries before the writer
+/// gives up, so a shutdown during an outage cannot hang forever.
+const SHUTDOWN_RETRIES: u32 = 10;
+
+/// Runs the writer until `rx` closes; commits what it has, then returns.
+pub async fn run_writer(
+    outbox: OutboxHandle,
+    mut rx: mpsc::Receiver<OutboxBatch>,
+    settings: OutboxSettings,
+    notify: Arc<Notify>,
+) -> WriterReport {
+    let linger = Duration::from_millis(settings.batch_linger_ms);
+    let max_records = settings.batch_max_records.max(1);
+    let mut report = WriterReport::default();
+    loop {
+        let Some(first) = rx.recv().await else { break };
+        let mut records = first.records;
+        let mut acks = first.acks;
+        let deadline = Instant::now() + linger;
+        let mut closed = false;
+        while records.len() < max_records {
+            // Take what is already queued without waiting, then linger for the rest.
+            let next = match rx.try_recv() {
+                Ok(b) => Some(b),
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    None
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(b)) => Some(b),
+                        Ok(None) => {
+                            closed = true;
+                            None
+                        }
+                        Err(_) => None,
+                    }
+                }
+            };
+            match next {
+                Some(b) => {
+                    records.extend(b.records);
+                    acks.extend(b.acks);
+                }
+                None => break,
+            }
+        }
+        commit(&outbox, &rx, records, acks, &notify, &mut report).await;
+        if closed {
+            break;
+        }
+    }
+    tracing::info!(
+        path = %outbox.path().display(),
+        records = report.records_committed,
+        transactions = report.transactions,
+        abandoned = report.records_abandoned,
+        "Outbox writer finished: its input closed."
+    );
+    report
+}
+
+async fn commit(
+    outbox: &OutboxHandle,
+    rx: &mpsc::Receiver<OutboxBatch>,
+    mut records: Vec<Record>,
+    acks: Vec<Ack>,
+    notify: &Notify,
+    report: &mut WriterReport,
+) {
+    let mut backoff = BACKOFF_START;
+    let mut failures: u32 = 0;
+    let mut shutdown_tries: u32 = 0;
+    loop {
+        let n = records.len() as u64;
+        let (back, res) = if records.is_empty() {
+            (records, Ok(Vec::new()))
+        } else {
+            outbox.append(records).await
+        };
+        records = back;
+        match res {
+            Ok(_) => {
+                if failures > 0 {
+                    tracing::info!(records = n, "Outbox accepts records again.");
+                }
+                report.records_committed += n;
+                report.transactions += u64::from(n > 0);
+                for ack in acks {
+                    ack.committed();
+                }
+                if n > 0 {
+                    notify.notify_waiters();
+                }
+                return;
+            }
+            Err(OutboxError::Encode {
+                index,
+                detail,
+                path,
+            }) => {
+                // Cannot happen with MessagePack for the shared record types; if it
+                // does, drop that one record rather than the group.
+                tracing::error!(path = %path.display(), index, problem = %detail,
+                    "Record cannot be encoded: dropped it.");
+                if index < records.len() {
+                    records.remove(index);
+                }
+                continue;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 50 == 0 {
+                    if e.is_full() {
+                        tracing::warn!(error = %e, records = n, attempts = failures,
+                            "Outbox full: holding the batch and retrying; the pipeline is pushed back.");
+                    } else {
+                        tracing::error!(error = %e, records = n, attempts = failures,
+                            "Outbox write failed: retrying.");
+                    }
+                }
+                if rx.is_closed() {
+                    shutdown_tries += 1;
+                    if shutdown_tries > SHUTDOWN_RETRIES {
+                        tracing::error!(error = %e, records = n,
+                            "Shutting down with a full or failing outbox: these records were \
+                             not stored and their sources were not acknowledged.");
+                        report.records_abandoned += n;
+                        return;
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! A Modbus device simulator that serves a hardware profile's register map, over TCP
+//! (tokio-modbus's server) or RTU on a serial port: `edgegw simulate modbus`, the
+//! in-process `edgegw demo` and the tests.
+//!
+//! Scalar registers come from a generator (slow sines inside each channel's
+//! `min..max`), encoded with the register's type, order, scale and offset. A waveform
+//! block comes from recordings (played one after the other, the last one looping) or
+//! a generated sine plus noise; each read that starts at the block's first register
+//! advances to the next block, so consecutive polls tile the signal. Reads of a
+//! forbidden range, of addresses outside the map (gaps up to the profile's `max_gap`
+//! read as 0, like real devices) and writes answer with an exception. A request to
+//! another unit id, or any request while [`Simulator::set_silent`] is on, gets no
+//! answer at all, like a dead slave.
+//!
+//! It must not be used to talk to real devices: it only answers.
+
+use super::codec;
+use crate::profiles::{Addressing, DataType, ModbusMap, Profile, Table, WordOrder};
+use std::future::Ready;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_modbus::server::Service;
+use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
+
+/// Why a profile cannot be simulated.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("profile {vendor} {model} has no [modbus] register map to simulate")]
+    NoModbusMap { vendor: String, model: String },
+}
+
+/// A simulated Modbus device. Cheap to clone: clones share the device.
+#[derive(Clone)]
+pub struct Simulator {
+    state: Arc<State>,
+}
+
+struct State {
+    unit: Option<u8>,
+    silent: AtomicBool,
+    requests: AtomicU64,
+    /// Requests per unit id (RTU tests: is a dead unit backed off?).
+    requests_by_unit: [AtomicU64; 256],
+    connections_total: AtomicU64,
+    connections_open: AtomicU64,
+    started: std::time::Instant,
+    scalars: Vec<SimScalar>,
+    blocks: Vec<SimBlock>,
+    /// Readable wire ranges per table, inclusive.
+    regions: Vec<(Table, u32, u32)>,
+    forbidden: Vec<(Table, u32, u32)>,
+    model: String,
+}
+
+struct SimScalar {
+    table: Table,
+    start: u32,
+    width: u32,
+    data_type: DataType,
+    order: WordOrder,
+    bit: Option<u8>,
+    scale: f64,
+    offset: f64,
+    lo: f64,
+    hi: f64,
+    period_s: f64,
+}
+
+struct SimBlock {
+    table: Table,
+    start: u32,
+    samples: usize,
+    data_type: DataType,
+    order: WordOrder,
+    scale: f64,
+    offset: f64,
+    sample_rate_hz: f64,
+    play: Mutex<Playback>,
+}
+
+struct Playback {
+    /// Recordings played in order; the last one loops. Empty: generated signal.
+    recordings: Vec<Arc<[f32]>>,
+    which: usize,
+    pos: usize,
+    /// Samples generated so far (phase of the generated signal).
+    generated: u64,
+    /// The block currently served, encoded.
+    current: Vec<u16>,
+    served: u64,
+}
+
+impl Simulator {
+    /// A simulator for `profile`, answering unit `unit` only (`None`: every unit).
+    pub fn new(profile: &Profile, unit: Option<u8>) -> Result<Simulator, SimError> {
+        let map = profile
+            .modbus
+            .as_ref()
+            .ok_or_else(|| SimError::NoModbusMap {
+                vendor: profile.vendor.clone(),
+                model: profile.model.clone(),
+            })?;
+        let base = u32::from(map.addressing == Addressing::OneBased);
+        let wire = |a: u16| u32::from(a).saturating_sub(base);
+        let scalars: Vec<SimScalar> = map
+            .registers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let ch = profile.channels.get(&r.channel);
+                let lo = ch.and_then(|c| c.min).unwrap_or(0.0);
+                let hi = ch.and_then(|c| c.max).unwrap_or(lo + 100.0);
+                SimScalar {
+                    table: r.table,
+                    start: wire(r.address),
+                    width: u32::from(r.width()),
+                    data_type: r.data_type,
+                    order: r.order.unwrap_or(map.order),
+                    bit: r.bit,
+                    scale: r.scale,
+                    offset: r.offset,
+                    lo,
+                    hi,
+                    period_s: 60.0 + 7.0 * i as f64,
+                }
+            })
+            .collect();
+        let blocks: Vec<SimBlock> = map
+            .waveforms
+            .iter()
+            .map(|w| SimBlock {
+                table: w.table,
+                start: wire(w.address),
+                samples: usize::from(w.samples),
+                data_type: w.data_type,
+                order: w.order.unwrap_or(map.order),
+                scale: w.scale,
+                offset: w.offset,
+                sample_rate_hz: w.sample_rate_hz,
+                play: Mutex::new(Playback {
+                    recordings: Vec::new(),
+                    which: 0,
+                    pos: 0,
+                    generated: 0,
+                    current: Vec::new(),
+                    served: 0,
+                }),
+            })
+            .collect();
+        let regions = regions(map, &scalars, &blocks);
+        let forbidden = map
+            .forbidden
+            .iter()
+            .map(|f| (f.table, wire(f.start), wire(f.end)))
+            .collect();
+        Ok(Simulator {
+            state: Arc::new(State {
+                unit,
+                silent: AtomicBool::new(false),
+                requests: AtomicU64::new(0),
+                requests_by_unit: std::array::from_fn(|_| AtomicU64::new(0)),
+                connections_total: AtomicU64::new(0),
+                connections_open: AtomicU64::new(0),
+                started: std::time::Instant::now(),
+                scalars,
+                blocks,
+                regions,
+                forbidden,
+                model: format!("SIM {}", profile.model),
+            }),
+        })
+    }
+
+    /// Plays `recordings` (samples in the channel's unit, e.g. g) one after the other
+    /// through every waveform block, looping the last one; restarts at the first.
+    /// An empty list switches back to the generated signal.
+    pub fn set_recordings(&self, recordings: Vec<Vec<f32>>) {
+        let recs: Vec<Arc<[f32]>> = recordings
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .map(Arc::from)
+            .collect();
+        for b in &self.state.blocks {
+            if let Ok(mut p) = b.play.lock() {
+                p.recordings = recs.clone();
+                p.which = 0;
+                p.pos = 0;
+            }
+        }
+    }
+
+    /// Replays one recording from now on, looping.
+    pub fn set_waveform(&self, samples: Vec<f32>) {
+        self.set_recordings(vec![samples]);
+    }
+
+    /// While on, no request gets an answer (a hung device).
+    pub fn set_silent(&self, silent: bool) {
+        self.state.silent.store(silent, Ordering::Relaxed);
+    }
+
+    /// Requests received (answered or not).
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests received for one unit id (answered or not).
+    pub fn requests_for_unit(&self, unit: u8) -> u64 {
+        self.state.requests_by_unit[usize::from(unit)].load(Ordering::Relaxed)
+    }
+
+    /// Waveform blocks served so far (reads of a block's first register).
+    pub fn blocks_served(&self) -> u64 {
+        self.state
+            .blocks
+            .iter()
+            .filter_map(|b| b.play.lock().ok().map(|p| p.served))
+            .sum()
+    }
+
+    /// TCP connections accepted since start.
+    pub fn connections_total(&self) -> u64 {
+        self.state.connections_total.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.state.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Listens on `addr` (port 0 picks one) and serves in a spawned task. Aborting the
+    /// returned handle stops the server and closes its connections.
+    pub async fn bind(&self, addr: SocketAddr) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let sim = self.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = sim.serve(listener).await {
+                tracing::warn!(error = %e, "Modbus simulator stopped.");
+            }
+        });
+        Ok((local, handle))
+    }
+
+    /// Serves Modbus TCP on `listener` until dropped (its connections end with it).
+    pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+        let server = tokio_modbus::server::tcp::Server::new(listener);
+        let state = self.state.clone();
+        let on_connected = move |stream: tokio::net::TcpStream, _addr: SocketAddr| {
+            let state = state.clone();
+            async move {
+                let _ = stream.set_nodelay(true);
+                state.connections_total.fetch_add(1, Ordering::Relaxed);
+                state.connections_open.fetch_add(1, Ordering::Relaxed);
+                let svc = ConnService {
+                    state: state.clone(),
+                    _guard: Arc::new(ConnGuard(state)),
+                };
+                Ok(Some((svc, stream)))
+            }
+        };
+        server
+            .serve(&on_connected, |e| {
+                tracing::debug!(error = %e, "Modbus simulator connection ended with an error.");
+            })
+            .await
+    }
+
+    /// Serves Modbus RTU on an open serial port (one end of a pty pair in tests)
+    /// until dropped.
+    pub async fn serve_rtu(&self, port: tokio_serial::SerialStream) -> std::io::Result<()> {
+        let server = tokio_modbus::server::rtu::Server::new(port);
+        server
+            .serve_forever(ConnService {
+                state: self.state.clone(),
+                _guard: Arc::new(ConnGuard(self.state.clone())),
+            })
+            .await
+    }
+}
+
+/// Counts a connection as closed when its service is dropped.
+struct ConnGuard(Arc<State>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct ConnService {
+    state: Arc<State>,
+    _guard: Arc<ConnGuard>,
+}
+
+impl Service for ConnService {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = Ready<Result<Option<Response>, ExceptionCode>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        std::future::ready(self.state.answer(req))
+    }
+}
+
+impl State {
+    fn answer(&self, req: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests_by_unit[usize::from(req.slave)].fetch_add(1, Ordering::Relaxed);
+        if self.silent.load(Ordering::Relaxed) || self.unit.is_some_and(|u| u != req.slave) {
+            return Ok(None);
+        }
+        let (table, start, count) = match req.request {
+            Request::ReadCoils(a, n) => (Table::Coil, a, n),
+            Request::ReadDiscreteInputs(a, n) => (Table::Discrete, a, n),
+            Request::ReadHoldingRegisters(a, n) => (Table::Holding, a, n),
+            Request::ReadInputRegisters(a, n) => (Table::Input, a, n),
+            _ => return Err(ExceptionCode::IllegalFunction),
+        };
+        let limit = if table.is_bits() { 2000 } else { 125 };
+        if count == 0 || count > limit {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
+        let (s, e) = (u32::from(start), u32::from(start) + u32::from(count) - 1);
+        if e > 65535 {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        if self
+            .forbidden
+            .iter()
+            .any(|&(t, fs, fe)| t == table && fs <= e && s <= fe)
+        {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        if !self
+            .regions
+            .iter()
+            .any(|&(t, rs, re)| t == table && rs <= s && e <= re)
+        {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        let words = self.read(table, s, usize::from(count));
+        Ok(Some(match table {
+            Table::Holding => Response::ReadHoldingRegisters(words),
+            Table::Input => Response::ReadInputRegisters(words),
+            Table::Coil => Response::ReadCoils(words.iter().map(|w| *w != 0).collect()),
+            Table::Discrete => {
+                Response::ReadDiscreteInputs(words.iter().map(|w| *w != 0).collect())
+            }
+        }))
+    }
+
+    /// Current contents of `count` registers (or bits, as 0/1) from `start`.
+    fn read(&self, table: Table, start: u32, count: usize) -> Vec<u16> {
+        let mut out = vec![0u16; count];
+        let end = start + count as u32;
+        let t = self.started.elapsed().as_secs_f64();
+        for sc in self.scalars.iter().filter(|x| x.table == table) {
+            if sc.start + sc.width <= start || sc.start >= end {
+                continue;
+            }
+            let words = sc.current(t, &self.model);
+            for (i, w) in words.iter().enumerate() {
+                let a = sc.start + i as u32;
+                if (start..end).contains(&a) {
+                    let slot = &mut out[(a - start) as usize];
+                    // Several bools may share one register, each its own bit.
+                    if sc.bit.is_some() {
+                        *slot |= *w;
+                    } else {
+                        *slot = *w;
+                    }
+                }
+            }
+        }
+        for b in self.blocks.iter().filter(|x| x.table == table) {
+            let sw = b.data_type.registers().unwrap_or(1) as u32;
+            let b_end = b.start + b.samples as u32 * sw;
+            if b_end <= start || b.start >= end {
+                continue;
+            }
+            let Ok(mut p) = b.play.lock() else { continue };
+            if start == b.start || p.current.is_empty() {
+                b.advance(&mut p);
+            }
+            for a in start.max(b.start)..end.min(b_end) {
+                out[(a - start) as usize] =
+                    p.current.get((a - b.start) as usize).copied().unwrap_or(0);
+            }
+        }
+        out
+    }
+}
+
+impl SimScalar {
+    fn current(&self, t: f64, model: &str) -> Vec<u16> {
+        let phase = (2.0 * std::f64::consts::PI * t / self.period_s).sin();
+        match self.data_type {
+            DataType::String => codec::encode_string(model, self.width as usize),
+            DataType::Bool => {
+                let on = phase > 0.0;
+                match self.bit {
+                    Some(b) if b < 16 => vec![u16::from(on) << b],
+                    _ => vec![u16::from(on)],
+                }
+            }
+            ty => {
+                // Inside the range, with a margin, so range checks downstream pass.
+                let mid = (self.lo + self.hi) / 2.0;
+                let v = mid + 0.3 * (self.hi - self.lo) * phase;
+                codec::encode((v - self.offset) / self.scale, ty, self.order)
+            }
+        }
+    }
+}
+
+impl SimBlock {
+    /// Moves to the next block of samples and encodes it.
+    fn advance(&self, p: &mut Playback) {
+        let mut samples = Vec::with_capacity(self.samples);
+        while samples.len() < self.samples {
+            if p.recordings.is_empty() {
+                // 3 sines (shaft, a bearing tone, a harmonic) plus noise, in g.
+                let t = p.generated as f64 / self.sample_rate_hz;
+                let tau = 2.0 * std::f64::consts::PI;
+                let v = 0.5 * (tau * 25.0 * t).sin()
+                    + 0.2 * (tau * 157.0 * t).sin()
+                    + 0.05 * (tau * 1200.0 * t).sin()
+                    + 0.05 * (fastrand::f64() - 0.5);
+                samples.push(v);
+                p.generated += 1;
+                continue;
+            }
+            let rec = p.recordings[p.which.min(p.recordings.len() - 1)].clone();
+            if p.pos >= rec.len() {
+                p.pos = 0;
+                if p.which + 1 < p.recordings.len() {
+                    p.which += 1;
+                }
+                continue;
+            }
+            let take = (self.samples - samples.len()).min(rec.len() - p.pos);
+            samples.extend(rec[p.pos..p.pos + take].iter().map(|x| f64::from(*x)));
+            p.pos += take;
+        }
+        p.current.clear();
+        for s in samples {
+            p.current.extend(codec::encode(
+                (s - self.offset) / self.scale,
+                self.data_type,
+                self.order,
+            ));
+        }
+        p.served += 1;
+    }
+}
+
+/// Readable ranges: every mapped value, with the gaps between values of one table
+/// bridged when at most `max_gap` wide (a real device answers those with zeros).
+fn regions(map: &ModbusMap, scalars: &[SimScalar], blocks: &[SimBlock]) -> Vec<(Table, u32, u32)> {
+    let mut spans: Vec<(Table, u32, u32)> = scalars
+        .iter()
+        .map(|s| (s.table, s.start, s.start + s.width - 1))
+        .chain(blocks.iter().map(|b| {
+            let sw = b.data_type.registers().unwrap_or(1) as u32;
+            (b.table, b.start, b.start + b.samples as u32 * sw - 1)
+        }))
+        .collect();
+    spans.sort();
+    let gap = u32::from(map.max_gap);
+    let mut out: Vec<(Table, u32, u32)> = Vec::new();
+    for s in spans {
+        match out.last_mut() {
+            Some(last) if last.0 == s.0 && s.1 <= last.2 + 1 + gap => last.2 = last.2.max(s.2),
+            _ => out.push(s),
+        }
+    }
+    out
+}
+
+/// Reads a raw little-endian f32 recording (`--data FILE.f32`).
+pub fn read_f32_file(path: &std::path::Path) -> std::io::Result<Vec<f32>> {
+    let bytes = std::fs::read(path)?;
+    if bytes.len() % 4 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: {} bytes is not a whole number of little-endian f32 samples",
+                path.display(),
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}

@@ -1,0 +1,388 @@
+//! The gateway config: the shipped example, every validation message, environment
+//! overrides, and that a device with a bad profile does not stop the others.
+
+use edgegw::config::{check_all, load, CheckReport};
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temp dir with `hardware-profiles/` copied from the repo and `edgegw.toml`.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(config: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = dir.path().join("hardware-profiles");
+        std::fs::create_dir(&profiles).unwrap();
+        for f in edgegw::profiles::profile_files(&repo().join("hardware-profiles")).unwrap() {
+            std::fs::copy(&f, profiles.join(f.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(dir.path().join("edgegw.toml"), config).unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("edgegw.toml")
+    }
+
+    fn check(&self) -> CheckReport {
+        check_all(&self.path())
+    }
+}
+
+const BASE: &str = r#"[gateway]
+id = "gw-test"
+profile_dir = "hardware-profiles"
+
+[serial_ports.bus1]
+path = "/dev/ttyUSB0"
+baud = 19200
+parity = "even"
+
+[mqtt_brokers.plant]
+host = "127.0.0.1"
+
+[[devices]]
+id = "pump1"
+profile = "acme-vt420"
+[devices.modbus_tcp]
+host = "127.0.0.1"
+
+[[devices]]
+id = "motor1"
+profile = "tempco-rtt20"
+[devices.modbus_rtu]
+port = "bus1"
+unit_id = 3
+"#;
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in text"))
+}
+
+#[track_caller]
+fn one_error(config: &str, line: usize, field: &str, words: &[&str]) {
+    let s = Setup::new(config);
+    let r = s.check();
+    let errors: Vec<_> = r.diags.iter().filter(|d| d.is_error()).collect();
+    assert_eq!(errors.len(), 1, "expected one error: {:#?}", r.diags);
+    let d = errors[0];
+    assert_eq!(d.file, s.path(), "{d}");
+    assert_eq!(d.field, field, "{d}");
+    assert_eq!(d.line, line, "{d}");
+    for w in words {
+        assert!(d.message.contains(w), "{:?} lacks {w:?}", d.message);
+    }
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let r = check_all(&repo().join("config/edgegw.toml"));
+    assert_eq!(r.errors(), 0, "{:#?}", r.diags);
+    // The config, and every profile in the directory.
+    assert!(r.files.len() >= 1 + 3, "{:#?}", r.files);
+}
+
+#[test]
+fn every_file_under_config_parses() {
+    for entry in std::fs::read_dir(repo().join("config")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            let r = check_all(&p);
+            assert_eq!(r.errors(), 0, "{}: {:#?}", p.display(), r.diags);
+        }
+    }
+}
+
+#[test]
+fn base_is_valid_and_loads() {
+    let s = Setup::new(BASE);
+    assert_eq!(s.check().errors(), 0, "{:#?}", s.check().diags);
+    let l = load(&s.path()).unwrap();
+    assert_eq!(l.runnable.len(), 2);
+    assert!(l.profiles.contains_key("acme-vt420"));
+}
+
+#[test]
+fn unknown_key_and_wrong_type() {
+    let c = BASE.replace("baud = 19200", "baud = \"fast\"\nspeed = 3");
+    let s = Setup::new(&c);
+    let r = s.check();
+    assert_eq!(r.errors(), 2, "{:#?}", r.diags);
+    assert!(r.diags.iter().any(|d| d.field == "serial_ports.bus1.baud"
+        && d.line == line_of(&c, "\"fast\"")
+        && d.message.contains("wrong type")));
+    assert!(r.diags.iter().any(|d| d.field == "serial_ports.bus1.speed"
+        && d.line == line_of(&c, "speed")
+        && d.message.contains("unknown field")));
+    assert!(
+        load(&s.path()).is_err(),
+        "a config with errors does not run"
+    );
+}
+
+#[test]
+fn duplicate_device_ids() {
+    let c = BASE.replace("id = \"motor1\"", "id = \"pump1\"");
+    one_error(
+        &c,
+        line_of(&c, "profile = \"tempco-rtt20\"") - 1,
+        "devices[1].id",
+        &["already used by devices[0]"],
+    );
+}
+
+#[test]
+fn missing_profile_lists_the_available_ones() {
+    let c = BASE.replace("profile = \"acme-vt420\"", "profile = \"acme-vt999\"");
+    one_error(
+        &c,
+        line_of(&c, "acme-vt999"),
+        "devices[0].profile",
+        &[
+            "no hardware profile \"acme-vt999\"",
+            "acme-vt420",
+            "tempco-rtt20",
+        ],
+    );
+}
+
+#[test]
+fn transports() {
+    let c = BASE.replace("[devices.modbus_tcp]\nhost = \"127.0.0.1\"\n", "");
+    one_error(
+        &c,
+        line_of(&c, "id = \"pump1\"") - 1,
+        "devices[0]",
+        &["no transport"],
+    );
+    let c = BASE.replace(
+        "[devices.modbus_tcp]",
+        "[devices.serial]\nport = \"bus1\"\n[devices.modbus_tcp]",
+    );
+    let r = Setup::new(&c).check();
+    assert!(
+        r.diags
+            .iter()
+            .any(|d| d.field == "devices[0]" && d.message.contains("more than one transport")),
+        "{:#?}",
+        r.diags
+    );
+    let c = BASE.replace("port = \"bus1\"", "port = \"bus9\"");
+    one_error(
+        &c,
+        line_of(&c, "bus9"),
+        "devices[1].modbus_rtu.port",
+        &["no port named \"bus9\"", "bus1"],
+    );
+    let c = BASE.replace("unit_id = 3", "unit_id = 0");
+    one_error(
+        &c,
+        line_of(&c, "unit_id = 0"),
+        "devices[1].modbus_rtu.unit_id",
+        &["1 to 247"],
+    );
+    let c = format!("{BASE}\n[[devices]]\nid = \"fan\"\nprofile = \"sensotec-vm10\"\n[devices.serial]\nport = \"bus1\"\n");
+    one_error(
+        &c,
+        line_of(&c, "id = \"fan\"") + 3,
+        "devices[2].serial.port",
+        &["already used"],
+    );
+    let c = format!("{BASE}\n[[devices]]\nid = \"w\"\nprofile = \"wisense-vb3\"\n[devices.mqtt]\nbroker = \"cloud\"\n");
+    one_error(
+        &c,
+        line_of(&c, "\"cloud\""),
+        "devices[2].mqtt.broker",
+        &["no broker named \"cloud\"", "plant"],
+    );
+    let c = format!("{BASE}\n[[devices]]\nid = \"w\"\nprofile = \"wisense-vb3\"\n[devices.mqtt]\nbroker = \"plant\"\ntopic = \"a/#/b\"\n");
+    one_error(
+        &c,
+        line_of(&c, "a/#/b"),
+        "devices[2].mqtt.topic",
+        &["last one"],
+    );
+}
+
+#[test]
+fn profile_without_the_transport_section() {
+    let c = BASE.replace("profile = \"acme-vt420\"", "profile = \"sensotec-vm10\"");
+    one_error(
+        &c,
+        line_of(&c, "sensotec-vm10"),
+        "devices[0].profile",
+        &["no [modbus] section"],
+    );
+}
+
+#[test]
+fn serial_port_values() {
+    let c = BASE.replace(
+        "parity = \"even\"",
+        "parity = \"even\"\ndata_bits = 9\nstop_bits = 3",
+    );
+    let r = Setup::new(&c).check();
+    assert_eq!(r.errors(), 2, "{:#?}", r.diags);
+    assert!(r
+        .diags
+        .iter()
+        .any(|d| d.field == "serial_ports.bus1.data_bits" && d.message.contains("5, 6, 7 or 8")));
+    assert!(r
+        .diags
+        .iter()
+        .any(|d| d.field == "serial_ports.bus1.stop_bits" && d.message.contains("1 or 2")));
+    let c = BASE.replace("parity = \"even\"", "parity = \"mark\"");
+    one_error(
+        &c,
+        line_of(&c, "mark"),
+        "serial_ports.bus1.parity",
+        &["none", "even", "odd"],
+    );
+}
+
+#[test]
+fn gateway_id_and_poll_interval() {
+    let c = BASE.replace("id = \"gw-test\"", "id = \"gw test\"");
+    one_error(
+        &c,
+        line_of(&c, "gw test"),
+        "gateway.id",
+        &["may only contain"],
+    );
+    let c = BASE.replace("id = \"pump1\"", "id = \"pump1\"\npoll_interval_ms = 1");
+    one_error(
+        &c,
+        line_of(&c, "poll_interval_ms"),
+        "devices[0].poll_interval_ms",
+        &["at least 10 ms"],
+    );
+    let c = BASE.replace("[gateway]\nid = \"gw-test\"\n", "[gateway]\n");
+    one_error(&c, 1, "gateway.id", &["missing field `id`"]);
+}
+
+#[test]
+fn secrets_are_never_inline() {
+    let c = BASE.replacen(
+        "host = \"127.0.0.1\"\n\n[[devices]]",
+        "host = \"127.0.0.1\"\npassword = \"hunter2\"\n\n[[devices]]",
+        1,
+    );
+    one_error(
+        &c,
+        line_of(&c, "hunter2"),
+        "mqtt_brokers.plant.password",
+        &[
+            "never read from the config file",
+            "env",
+            "file",
+            "credential",
+        ],
+    );
+    let c = BASE.replacen(
+        "host = \"127.0.0.1\"\n\n[[devices]]",
+        "host = \"127.0.0.1\"\npassword = { env = \"MQTT_PW\" }\n\n[[devices]]",
+        1,
+    );
+    assert_eq!(Setup::new(&c).check().errors(), 0);
+}
+
+#[test]
+fn unimplemented_upstream_is_refused() {
+    let c = format!("{BASE}\n[upstreams.redis]\nurl = \"redis://127.0.0.1\"\n");
+    let r = Setup::new(&c).check();
+    if !edgegw::upstream::implemented("redis") {
+        assert!(
+            r.diags
+                .iter()
+                .any(|d| d.field == "upstreams.redis" && d.message.contains("not implemented")),
+            "{:#?}",
+            r.diags
+        );
+    }
+    let c = format!("{BASE}\n[upstreams.redis]\nenabled = false\nurl = \"redis://127.0.0.1\"\n");
+    assert_eq!(Setup::new(&c).check().errors(), 0);
+}
+
+#[test]
+fn a_bad_profile_stops_only_its_device() {
+    let s = Setup::new(BASE);
+    let bad = s.dir.path().join("hardware-profiles/tempco-rtt20.toml");
+    let text = std::fs::read_to_string(&bad)
+        .unwrap()
+        .replace("type = \"i16\"", "type = \"i15\"");
+    std::fs::write(&bad, text).unwrap();
+    // check: the profile's errors, located in the profile file, plus a note on the device.
+    let r = s.check();
+    assert!(
+        r.diags
+            .iter()
+            .any(|d| d.file == bad && d.message.contains("i15")),
+        "{:#?}",
+        r.diags
+    );
+    assert!(r
+        .diags
+        .iter()
+        .any(|d| d.file == s.path() && d.field == "devices[1].profile"));
+    // run: the config itself is fine, so the gateway starts with the other device.
+    let l = load(&s.path()).unwrap();
+    let ids: Vec<&str> = l.runnable.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["pump1"]);
+}
+
+#[test]
+fn stray_profiles_in_the_directory_are_checked_too() {
+    let s = Setup::new(BASE);
+    std::fs::write(
+        s.dir.path().join("hardware-profiles/draft.toml"),
+        "vendor = \"X\"\n",
+    )
+    .unwrap();
+    let r = s.check();
+    let draft = s.dir.path().join("hardware-profiles/draft.toml");
+    assert!(
+        r.diags
+            .iter()
+            .any(|d| d.file == draft && d.message.contains("missing field `model`")),
+        "{:#?}",
+        r.diags
+    );
+}
+
+#[test]
+fn unreadable_config() {
+    let r = check_all(Path::new("/nonexistent/edgegw.toml"));
+    assert_eq!(r.errors(), 1);
+    assert!(r.diags[0]
+        .to_string()
+        .contains("/nonexistent/edgegw.toml: -: cannot read the file"));
+}
+
+#[test]
+fn outbox_and_pipeline_settings_are_checked() {
+    let c = format!("{BASE}\n[outbox]\nmax_size_mb = 0\n\n[pipeline]\nwindow_samples = 3\n");
+    let r = Setup::new(&c).check();
+    assert_eq!(r.errors(), 2, "{:#?}", r.diags);
+    assert!(
+        r.diags
+            .iter()
+            .any(|d| d.field == "outbox.max_size_mb" && d.line == line_of(&c, "max_size_mb")),
+        "{:#?}",
+        r.diags
+    );
+    assert!(
+        r.diags.iter().any(
+            |d| d.field == "pipeline.window_samples" && d.line == line_of(&c, "window_samples")
+        ),
+        "{:#?}",
+        r.diags
+    );
+}
