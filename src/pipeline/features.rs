@@ -158,7 +158,10 @@ impl FeatureExtractor {
         let (mut sum_a, mut sum_fa, mut sum_e, mut sum_e_high) = (0.0f64, 0.0, 0.0, 0.0);
         if fft_ok {
             for k in 1..=self.len / 2 {
-                let a = self.spectrum[k].norm() * scale;
+                // |X| as sqrt(re² + im²): `norm()` is hypot, several times slower,
+                // and the extra range safety is not needed for sensor amplitudes.
+                let c = self.spectrum[k];
+                let a = (c.re * c.re + c.im * c.im).sqrt() * scale;
                 let f = k as f64 * df;
                 if a > best_a {
                     best_a = a;
