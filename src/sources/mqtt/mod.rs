@@ -49,6 +49,8 @@ use rumqttc::{
     SubscribeFilter, SubscribeReasonCode,
 };
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -217,7 +219,6 @@ pub async fn run_mqtt_with_topic_errors(
     let mut conn = Conn {
         broker: broker_name,
         client,
-        eventloop,
         routes,
         filters,
         topic_errors,
@@ -225,12 +226,13 @@ pub async fn run_mqtt_with_topic_errors(
         outq: VecDeque::new(),
         subscribed_once: false,
         backoff: Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX),
-        reconnect_at: None,
+        next_delay: None,
+        draining: false,
         connected_at: None,
         problem_logs: LogLimiter::new(PROBLEM_LOG_EVERY, 4096),
         conn_logs: LogLimiter::new(Duration::from_secs(60), 16),
     };
-    conn.run(tx, cancel).await;
+    conn.run(eventloop, tx, cancel).await;
 }
 
 fn route_for(device: DeviceSpec) -> Result<Route, MqttError> {
@@ -313,14 +315,30 @@ enum Step {
     Stored(Result<(), oneshot::error::RecvError>),
     Sent,
     PipelineClosed,
-    Reconnect,
-    Event(Result<Event, ConnectionError>),
+    Polled(Box<EventLoop>, Result<Event, ConnectionError>),
+}
+
+/// One `EventLoop::poll` (after an optional backoff delay) that owns the event
+/// loop and hands it back with the event. The source keeps this future across
+/// iterations and never drops it unfinished: `poll` is not documented as
+/// cancellation-safe (a PUBACK lost in a cancelled write would occupy one slot of
+/// the broker's in-flight window for good).
+type PollFuture =
+    Pin<Box<dyn Future<Output = (Box<EventLoop>, Result<Event, ConnectionError>)> + Send>>;
+
+fn poll_after(mut eventloop: Box<EventLoop>, delay: Option<Duration>) -> PollFuture {
+    Box::pin(async move {
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let ev = eventloop.poll().await;
+        (eventloop, ev)
+    })
 }
 
 struct Conn {
     broker: String,
     client: AsyncClient,
-    eventloop: EventLoop,
     routes: Vec<Route>,
     /// Distinct topic filters, subscribed in this order.
     filters: Vec<String>,
@@ -334,8 +352,11 @@ struct Conn {
     /// broker resend retained messages.
     subscribed_once: bool,
     backoff: Backoff,
-    /// While set, the event loop is not polled (backoff before reconnecting).
-    reconnect_at: Option<tokio::time::Instant>,
+    /// Wait this long before the next poll (backoff before reconnecting).
+    next_delay: Option<Duration>,
+    /// A batch was not stored: the connection is being dropped so that the broker
+    /// redelivers; messages arriving meanwhile are ignored (redelivered too).
+    draining: bool,
     connected_at: Option<Instant>,
     problem_logs: LogLimiter<(String, &'static str)>,
     conn_logs: LogLimiter<&'static str>,
@@ -349,14 +370,17 @@ async fn front_stored(pending: &mut VecDeque<Pending>) -> Result<(), oneshot::er
 }
 
 impl Conn {
-    async fn run(&mut self, tx: mpsc::Sender<SourceBatch>, cancel: CancellationToken) {
+    async fn run(
+        &mut self,
+        eventloop: EventLoop,
+        tx: mpsc::Sender<SourceBatch>,
+        cancel: CancellationToken,
+    ) {
+        let mut polling = poll_after(Box::new(eventloop), None);
         loop {
             self.ack_ready();
             let front_waiting = self.pending.front().is_some_and(|p| p.stored.is_some());
-            let can_poll = self.reconnect_at.is_none()
-                && self.pending.len() < MAX_PENDING
-                && self.outq.len() < MAX_OUTQ;
-            let reconnect_at = self.reconnect_at;
+            let can_poll = self.pending.len() < MAX_PENDING && self.outq.len() < MAX_OUTQ;
             let step = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => Step::Cancelled,
@@ -370,8 +394,7 @@ impl Conn {
                     }
                     Err(_) => Step::PipelineClosed,
                 },
-                _ = async { if let Some(t) = reconnect_at { tokio::time::sleep_until(t).await } }, if reconnect_at.is_some() => Step::Reconnect,
-                ev = self.eventloop.poll(), if can_poll => Step::Event(ev),
+                (el, ev) = &mut polling, if can_poll => Step::Polled(el, ev),
             };
             match step {
                 Step::Cancelled => break,
@@ -386,11 +409,22 @@ impl Conn {
                     info!(broker = %self.broker, "Pipeline closed; MQTT source stops");
                     break;
                 }
-                Step::Reconnect => self.reconnect_at = None,
-                Step::Event(ev) => self.on_event(ev),
+                Step::Polled(mut el, ev) => {
+                    if self.draining && ev.is_ok() {
+                        // Ignore what arrives (it is redelivered); once our
+                        // DISCONNECT is out, drop the connection.
+                        if matches!(ev, Ok(Event::Outgoing(Outgoing::Disconnect))) {
+                            el.clean();
+                            self.disconnected();
+                        }
+                    } else {
+                        self.on_event(ev);
+                    }
+                    polling = poll_after(el, self.next_delay.take());
+                }
             }
         }
-        self.shutdown(tx).await;
+        self.shutdown(polling, tx).await;
     }
 
     /// Acknowledges, in order, every message at the front whose batch is stored.
@@ -422,19 +456,28 @@ impl Conn {
     /// A batch was dropped before the outbox stored it: do not acknowledge it (nor,
     /// to keep the order, anything after it); reconnect so the broker redelivers.
     fn not_stored(&mut self) {
+        if self.draining {
+            return;
+        }
         let topic = self
             .pending
             .front()
             .map(|p| p.topic.clone())
             .unwrap_or_default();
         warn!(broker = %self.broker, topic = %topic, unacknowledged = self.pending.len(), "An MQTT message was not stored; reconnecting so that the broker redelivers it");
-        // Drops the connection and the PUBACKs not yet written.
-        self.eventloop.clean();
-        self.disconnected();
+        self.pending.clear();
+        self.outq.retain(|q| !q.redeliverable);
+        self.draining = true;
+        // The DISCONNECT goes out after the PUBACKs already queued (stored
+        // messages); the connection is then dropped (see `run`).
+        if let Err(e) = self.client.try_disconnect() {
+            warn!(broker = %self.broker, error = %e, "Could not queue the MQTT disconnect");
+        }
     }
 
     /// Forget the connection's unacknowledged messages and schedule a reconnect.
     fn disconnected(&mut self) {
+        self.draining = false;
         self.pending.clear();
         self.outq.retain(|q| !q.redeliverable);
         if self
@@ -449,7 +492,7 @@ impl Conn {
         }
         let delay = self.backoff.next_delay();
         debug!(broker = %self.broker, delay_ms = delay.as_millis() as u64, "Reconnecting to the MQTT broker after a delay");
-        self.reconnect_at = Some(tokio::time::Instant::now() + delay);
+        self.next_delay = Some(delay);
     }
 
     fn on_event(&mut self, ev: Result<Event, ConnectionError>) {
@@ -469,8 +512,8 @@ impl Conn {
                         Ok(()) => self.subscribed_once = true,
                         Err(e) => {
                             error!(broker = %self.broker, error = %e, "Could not queue the MQTT subscriptions; reconnecting");
-                            self.eventloop.clean();
-                            self.disconnected();
+                            self.draining = true;
+                            let _ = self.client.try_disconnect();
                         }
                     }
                 }
@@ -593,13 +636,13 @@ impl Conn {
 
     /// Gives the outbox a moment to commit what is in flight and acknowledges it,
     /// then disconnects cleanly (the session stays on the broker).
-    async fn shutdown(&mut self, tx: mpsc::Sender<SourceBatch>) {
+    async fn shutdown(&mut self, mut polling: PollFuture, tx: mpsc::Sender<SourceBatch>) {
         // Batches not yet in the pipeline are redelivered next time; dropping the
         // sender lets the pipeline finish.
         self.outq.clear();
         drop(tx);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        let connected = self.connected_at.is_some() && self.reconnect_at.is_none();
+        let connected = self.connected_at.is_some() && !self.draining;
         if connected {
             loop {
                 self.ack_ready();
@@ -610,7 +653,7 @@ impl Conn {
                 let step = tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => break,
                     r = front_stored(&mut self.pending), if front_waiting => Step::Stored(r),
-                    ev = self.eventloop.poll() => Step::Event(ev),
+                    (el, ev) = &mut polling => Step::Polled(el, ev),
                 };
                 match step {
                     Step::Stored(Ok(())) => {
@@ -619,16 +662,22 @@ impl Conn {
                         }
                     }
                     // New messages are not taken any more; they are redelivered.
-                    Step::Event(Ok(_)) => {}
-                    _ => break,
+                    Step::Polled(el, Ok(_)) => polling = poll_after(el, None),
+                    _ => {
+                        self.connected_at = None;
+                        break;
+                    }
                 }
             }
+        }
+        if self.connected_at.is_some() && !self.draining {
             let _ = self.client.try_disconnect();
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 loop {
-                    match self.eventloop.poll().await {
+                    let (el, ev) = (&mut polling).await;
+                    match ev {
                         Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                        Ok(_) => {}
+                        Ok(_) => polling = poll_after(el, None),
                     }
                 }
             })
