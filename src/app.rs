@@ -49,6 +49,8 @@ pub struct Gateway {
     /// Per-device counters, by device id.
     pub devices: BTreeMap<String, Arc<DeviceStats>>,
     pub registry: SharedRegistry,
+    /// The S3 model sync task, when `[models.s3]` is configured.
+    pub models: Option<inference::sync::ModelSyncHandle>,
 }
 
 /// What happened, for the log line at exit and the demo's report.
@@ -122,6 +124,9 @@ impl Gateway {
         let registry = inference::shared(
             ModelRegistry::with_defaults().context("cannot load the built-in model bundles")?,
         );
+        // Models: cached bundles replace the defaults before the first reading (no
+        // network needed); S3 sync then runs in its own task when configured.
+        let models = inference::sync::start(config, &registry).await;
         let mut processor = Processor::new(
             &config.pipeline,
             registry.clone(),
@@ -189,6 +194,7 @@ impl Gateway {
             alerts,
             devices,
             registry,
+            models,
         })
     }
 
@@ -208,6 +214,9 @@ impl Gateway {
 
     /// Orderly shutdown: sources first, then everything in flight into the outbox.
     pub async fn shutdown(mut self) -> anyhow::Result<ShutdownReport> {
+        if let Some(models) = self.models.take() {
+            models.stop().await;
+        }
         self.sources_cancel.cancel();
         let aborted = tokio::time::timeout(SOURCE_STOP_TIMEOUT, self.sources.wait())
             .await

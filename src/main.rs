@@ -58,6 +58,13 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Model bundles: what is cached and active, and syncing from S3.
+    Models {
+        #[arg(long, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Modbus technician tools.
     Modbus {
         #[command(subcommand)]
@@ -94,6 +101,15 @@ enum OutboxCommand {
         #[arg(long, num_args = 1..)]
         requeue: Vec<i64>,
     },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Sync once from the configured bucket into the cache; print what changed.
+    /// A running daemon picks the new bundles up at its next sync.
+    Sync,
+    /// What is cached, what is active, and why each device channel uses its bundle.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -198,6 +214,10 @@ fn main() -> ExitCode {
             init_tracing(cli.log_format.unwrap_or_default(), "warn");
             exit_with(outbox_command(&config, path, command))
         }
+        Command::Models { config, command } => {
+            init_tracing(cli.log_format.unwrap_or_default(), "warn");
+            exit_with(models_command(&config, command))
+        }
         Command::Modbus {
             command: ModbusCommand::Read(args),
         } => {
@@ -266,6 +286,31 @@ fn outbox_command(
         OutboxCommand::DeadLetters { requeue } => cli_dead_letters(&path, &requeue, &mut out)?,
     }
     Ok(())
+}
+
+fn models_command(config_path: &std::path::Path, command: ModelsCommand) -> anyhow::Result<()> {
+    let loaded = config::load(config_path).map_err(|diags| {
+        print_diags(&diags);
+        anyhow::anyhow!("{} has errors", config_path.display())
+    })?;
+    match command {
+        ModelsCommand::List => print!("{}", edgegw::inference::sync::list_text(&loaded)),
+        ModelsCommand::Sync => {
+            let report = run_async_value(edgegw::inference::sync::sync_command(&loaded.config))?;
+            print!("{report}");
+        }
+    }
+    Ok(())
+}
+
+fn run_async_value<T, F: std::future::Future<Output = anyhow::Result<T>>>(
+    f: F,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
 }
 
 fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {

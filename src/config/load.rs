@@ -155,6 +155,7 @@ fn check_config(
 
     // Sections whose owners validate their own settings ("field.path: message").
     let mut settings_problems = c.outbox.validate();
+    settings_problems.extend(c.models.validate());
     if let Err(p) = c.pipeline.validate() {
         settings_problems.extend(p);
     }
@@ -235,6 +236,17 @@ fn check_config(
                 &path.join("poll_interval_ms"),
                 "must be at least 10 ms".to_string(),
             ));
+        }
+        if let Some(pin) = &d.model {
+            let parts = [("name", Some(&pin.name)), ("version", pin.version.as_ref())];
+            for (field, value) in parts {
+                if let Some(v) = value.filter(|v| !crate::inference::cache::valid_segment(v)) {
+                    diags.push(file.diag(
+                        &path.join("model").join(field),
+                        format!("{v:?} is not a bundle {field}: use letters, digits, `.`, `_`, `-` (not starting with `.`)"),
+                    ));
+                }
+            }
         }
         let transport = d.transport();
         if transport.is_none() {

@@ -307,6 +307,157 @@ pub struct TlsConfig {
 pub struct ModelsConfig {
     /// Where synced model bundles are cached; default `<state_dir>/models`.
     pub cache_dir: Option<PathBuf>,
+    /// Where the cloud team publishes bundles. Absent: no sync; the cached bundles
+    /// (if any) and the built-in defaults are used.
+    pub s3: Option<ModelsS3Config>,
+}
+
+impl ModelsConfig {
+    /// The cache directory: `cache_dir`, else `<state_dir>/models`.
+    pub fn cache_dir(&self, state_dir: &std::path::Path) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("models"))
+    }
+
+    /// Problems as `field.path: message` (the loader adds file and line).
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let Some(s3) = &self.s3 else {
+            return problems;
+        };
+        let p = "models.s3";
+        match reqwest::Url::parse(&s3.endpoint) {
+            Err(e) => problems.push(format!("{p}.endpoint: {e}: expected a URL like https://s3.eu-central-1.amazonaws.com or http://127.0.0.1:9000")),
+            Ok(u) => {
+                if !matches!(u.scheme(), "http" | "https") {
+                    problems.push(format!("{p}.endpoint: scheme `{}` is not supported; use https (or http on a trusted network)", u.scheme()));
+                }
+                if !u.username().is_empty() || u.password().is_some() {
+                    problems.push(format!("{p}.endpoint: must not contain credentials; use [models.s3.credentials]"));
+                }
+                if u.host_str().is_none_or(str::is_empty) {
+                    problems.push(format!("{p}.endpoint: has no host"));
+                }
+                if u.query().is_some() {
+                    problems.push(format!("{p}.endpoint: must not have a query string"));
+                }
+            }
+        }
+        if s3.bucket.trim().is_empty() {
+            problems.push(format!("{p}.bucket: must not be empty"));
+        } else if !s3.path_style && s3.bucket.contains('.') && s3.endpoint.starts_with("https") {
+            problems.push(format!("{p}.bucket: a bucket name with dots does not match the TLS certificate in virtual-host style; set path_style = true"));
+        }
+        if s3.prefix.starts_with('/') || s3.prefix.ends_with('/') || s3.prefix.contains("//") {
+            problems.push(format!(
+                "{p}.prefix: write it without leading or trailing `/` (e.g. \"edge/models\")"
+            ));
+        }
+        if s3.region.trim().is_empty() {
+            problems.push(format!(
+                "{p}.region: must not be empty (S3-compatible servers usually accept us-east-1)"
+            ));
+        }
+        if s3.interval_secs < 60 {
+            problems.push(format!("{p}.interval_secs: must be at least 60 seconds"));
+        }
+        if !(1..=600).contains(&s3.timeout_secs) {
+            problems.push(format!("{p}.timeout_secs: must be 1 to 600 seconds"));
+        }
+        if !(1..=1024).contains(&s3.max_bundle_mb) {
+            problems.push(format!("{p}.max_bundle_mb: must be 1 to 1024 MB"));
+        }
+        let c = &s3.credentials;
+        match (&c.access_key_id, &c.secret_access_key, &c.file) {
+            (Some(_), Some(_), None) | (None, None, Some(_)) => {}
+            (None, None, None) => {}
+            (Some(_), None, _) | (None, Some(_), _) => problems.push(format!(
+                "{p}.credentials: set both access_key_id and secret_access_key"
+            )),
+            (Some(_), Some(_), Some(_)) => problems.push(format!(
+                "{p}.credentials: set either the keys or `file`, not both"
+            )),
+        }
+        if c.profile.is_some() && c.file.is_none() {
+            problems.push(format!("{p}.credentials.profile: only used with `file`"));
+        }
+        problems
+    }
+}
+
+/// The S3 bucket (any S3-compatible server) that model bundles are synced from. The
+/// layout inside it is described in docs/models.md.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsS3Config {
+    /// Base URL of the S3 API, without the bucket: `https://s3.eu-central-1.amazonaws.com`,
+    /// `http://minio.plant.local:9000`.
+    pub endpoint: String,
+    pub bucket: String,
+    /// Key prefix of the model area in the bucket (`<prefix>/index.json`); "" = the
+    /// bucket root.
+    #[serde(default = "default_models_prefix")]
+    pub prefix: String,
+    /// Signing region; S3-compatible servers (MinIO, Garage, Ceph) usually want
+    /// `us-east-1` or their configured region name.
+    #[serde(default = "default_models_region")]
+    pub region: String,
+    /// `true`: `endpoint/bucket/key` (MinIO, Ceph, Garage, dotted bucket names);
+    /// `false`: `bucket.endpoint/key` (AWS's virtual-host style).
+    #[serde(default)]
+    pub path_style: bool,
+    /// Where the keys come from. Default: the environment variables
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[serde(default)]
+    pub credentials: S3CredentialsConfig,
+    /// Time between syncs; each wait is jittered by +-10 % so a fleet does not hit the
+    /// bucket in step. The cloud's loader caches for 60 minutes; so do we by default.
+    #[serde(default = "default_models_interval_secs")]
+    pub interval_secs: u64,
+    /// Limit for one request (connect, headers and body); a hung server never stalls
+    /// the sync for longer.
+    #[serde(default = "default_models_timeout_secs")]
+    pub timeout_secs: u64,
+    /// A bundle (model.onnx) larger than this is refused while downloading.
+    #[serde(default = "default_max_bundle_mb")]
+    pub max_bundle_mb: u64,
+}
+
+fn default_models_prefix() -> String {
+    "edge-models".into()
+}
+
+fn default_models_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_models_interval_secs() -> u64 {
+    3600
+}
+
+fn default_models_timeout_secs() -> u64 {
+    30
+}
+
+fn default_max_bundle_mb() -> u64 {
+    64
+}
+
+/// S3 keys: both as secrets (`{ env = .. }`, `{ file = .. }`, `{ credential = .. }`),
+/// or an AWS shared-credentials file. Nothing set: `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3CredentialsConfig {
+    /// The access key id (treated as a secret too: never logged).
+    pub access_key_id: Option<SecretRef>,
+    pub secret_access_key: Option<SecretRef>,
+    /// An AWS shared-credentials file (`~/.aws/credentials` format) instead of the
+    /// two secrets; readable only by the gateway's user.
+    pub file: Option<PathBuf>,
+    /// The section of `file` to use; default `default`.
+    pub profile: Option<String>,
 }
 
 /// Upstreams. Each one keeps its own cursor in the outbox; a record leaves the

@@ -8,17 +8,21 @@
 //! [`ModelRegistry`] picks a bundle per sensor type with the cloud's fallbacks; the
 //! shipped defaults are compiled into the binary, so a gateway is never without a model.
 //!
-//! This module owns no pipeline state and does no I/O besides reading a bundle
-//! directory on request: S3 sync (a later module) fetches bundles, loads them here and
-//! swaps them into a [`SharedRegistry`]; the pipeline only reads from it.
+//! The core (bundle, manifest, registry) owns no pipeline state and does no I/O
+//! besides reading a bundle directory on request. S3 sync ([`sync`], over [`s3`] and
+//! the on-disk [`cache`]) fetches bundles, loads them here and swaps them into a
+//! [`SharedRegistry`]; the pipeline only reads from it.
 
 pub mod bundle;
+pub mod cache;
 pub mod manifest;
 pub mod registry;
+pub mod s3;
+pub mod sync;
 
 pub use bundle::ModelBundle;
 pub use manifest::{BundleKind, Manifest};
-pub use registry::{shared, ModelRegistry, SharedRegistry};
+pub use registry::{shared, ModelRegistry, Selection, SharedRegistry};
 
 use std::path::PathBuf;
 

@@ -7,6 +7,9 @@
 //! nothing fits, [`ModelRegistry::select`] returns `None` and the pipeline runs its
 //! statistical fallback.
 //!
+//! S3 sync adds two layers on top: the index's assignment per sensor type (it wins
+//! for that type) and per-device pins from the config (they win for that device).
+//!
 //! The registry itself is immutable; [`SharedRegistry`] holds the current one and S3
 //! sync replaces it whole with [`arc_swap::ArcSwap::store`]. The pipeline loads the
 //! current registry per window, so a swap takes effect at the next window.
@@ -16,6 +19,7 @@ use super::manifest::BundleKind;
 use super::{InferenceError, Result};
 use crate::record::SensorType;
 use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// The registry the pipeline reads and S3 sync replaces.
@@ -45,6 +49,24 @@ pub const DEFAULT_BUNDLES: &[(&str, &[u8], &[u8])] = &[
 pub struct ModelRegistry {
     /// In priority order: for the same sensor type and kind, the earlier bundle wins.
     bundles: Vec<Arc<ModelBundle>>,
+    /// Bundles the S3 index names per sensor type: for that type they win over
+    /// `bundles` (the index is the cloud's explicit choice).
+    assigned: BTreeMap<SensorType, Arc<ModelBundle>>,
+    /// Per-device pins from the config (`devices.model`): they win over everything for
+    /// the device's channels whose data the bundle consumes.
+    pins: HashMap<String, Arc<ModelBundle>>,
+}
+
+/// Why a channel uses the bundle it uses (for `edgegw models list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// The device pins this bundle in the config.
+    Pinned,
+    /// The S3 index names this bundle for this sensor type (the channel's own type,
+    /// or one of its fallbacks).
+    Index(SensorType),
+    /// A bundle (built-in or cached) whose manifest lists this sensor type.
+    Listed(SensorType),
 }
 
 impl ModelRegistry {
@@ -55,7 +77,10 @@ impl ModelRegistry {
 
     /// A registry of the given bundles; earlier ones win ties.
     pub fn new(bundles: Vec<Arc<ModelBundle>>) -> ModelRegistry {
-        ModelRegistry { bundles }
+        ModelRegistry {
+            bundles,
+            ..ModelRegistry::default()
+        }
     }
 
     /// The shipped defaults, checked like any other bundle.
@@ -70,7 +95,34 @@ impl ModelRegistry {
             })?;
             bundles.push(Arc::new(bundle));
         }
-        Ok(ModelRegistry { bundles })
+        Ok(ModelRegistry {
+            bundles,
+            ..ModelRegistry::default()
+        })
+    }
+
+    /// This registry with the index's per-type assignments and the device pins
+    /// replaced (S3 sync builds every registry it swaps in this way).
+    pub fn with_assignments(
+        &self,
+        assigned: BTreeMap<SensorType, Arc<ModelBundle>>,
+        pins: HashMap<String, Arc<ModelBundle>>,
+    ) -> ModelRegistry {
+        ModelRegistry {
+            bundles: self.bundles.clone(),
+            assigned,
+            pins,
+        }
+    }
+
+    /// The index's assignments (sensor type -> bundle).
+    pub fn assigned(&self) -> &BTreeMap<SensorType, Arc<ModelBundle>> {
+        &self.assigned
+    }
+
+    /// The device pins (device id -> bundle).
+    pub fn pins(&self) -> &HashMap<String, Arc<ModelBundle>> {
+        &self.pins
     }
 
     /// This registry with `bundle` first (it wins over the existing ones for the types
@@ -79,20 +131,57 @@ impl ModelRegistry {
         let mut bundles = Vec::with_capacity(self.bundles.len() + 1);
         bundles.push(bundle);
         bundles.extend(self.bundles.iter().cloned());
-        ModelRegistry { bundles }
+        ModelRegistry {
+            bundles,
+            assigned: self.assigned.clone(),
+            pins: self.pins.clone(),
+        }
     }
 
     pub fn bundles(&self) -> &[Arc<ModelBundle>] {
         &self.bundles
     }
 
-    /// The bundle for a channel of `sensor_type` that consumes `kind`, if any.
+    /// The bundle for a channel of `sensor_type` that consumes `kind`, if any
+    /// (ignoring device pins).
     pub fn select(&self, sensor_type: SensorType, kind: BundleKind) -> Option<Arc<ModelBundle>> {
+        self.choose(None, sensor_type, kind).map(|(b, _)| b)
+    }
+
+    /// Like [`ModelRegistry::select`], honouring a pin of `device`. The pipeline calls
+    /// this per block or reading.
+    pub fn select_for(
+        &self,
+        device: &str,
+        sensor_type: SensorType,
+        kind: BundleKind,
+    ) -> Option<Arc<ModelBundle>> {
+        self.choose(Some(device), sensor_type, kind).map(|(b, _)| b)
+    }
+
+    /// The bundle and why: a pin of `device` first, then per type along the fallback
+    /// chain the index's assignment, then any listed bundle.
+    pub fn choose(
+        &self,
+        device: Option<&str>,
+        sensor_type: SensorType,
+        kind: BundleKind,
+    ) -> Option<(Arc<ModelBundle>, Selection)> {
+        if let Some(pinned) = device
+            .filter(|_| !self.pins.is_empty())
+            .and_then(|d| self.pins.get(d))
+            .filter(|b| b.kind() == kind)
+        {
+            return Some((pinned.clone(), Selection::Pinned));
+        }
         fallback_chain(sensor_type).iter().find_map(|t| {
+            if let Some(b) = self.assigned.get(t).filter(|b| b.kind() == kind) {
+                return Some((b.clone(), Selection::Index(*t)));
+            }
             self.bundles
                 .iter()
                 .find(|b| b.kind() == kind && b.manifest().sensor_types.contains(t))
-                .cloned()
+                .map(|b| (b.clone(), Selection::Listed(*t)))
         })
     }
 }

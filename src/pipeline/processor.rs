@@ -362,7 +362,7 @@ impl Processor {
         let bundle = self
             .registry
             .load()
-            .select(r.sensor_type, BundleKind::Rolling);
+            .select_for(&r.device, r.sensor_type, BundleKind::Rolling);
         let rules = self.rules;
         let ch = self.channel(r);
         let verdict = ch.validator.check_scalar(r.ts_us, value);
@@ -441,7 +441,7 @@ impl Processor {
         let bundle = self
             .registry
             .load()
-            .select(r.sensor_type, BundleKind::Window)
+            .select_for(&r.device, r.sensor_type, BundleKind::Window)
             .filter(|b| {
                 b.manifest()
                     .window

@@ -1,0 +1,991 @@
+//! S3 model sync: which bundle is active per sensor type, keeping it current from the
+//! bucket, and never leaving the gateway without a model.
+//!
+//! Bucket layout (docs/models.md): `<prefix>/index.json` names, per sensor type, the
+//! current bundle; bundles live at `<prefix>/<name>/<version>/{manifest.json,model.onnx}`.
+//!
+//! One sync: a conditional GET of the index (`If-None-Match` with the ETag of the
+//! last fully applied index, so "nothing new" costs one small request); for each
+//! bundle the index names that is not cached: download into a staging directory in
+//! the cache, size limit, sha256 against the manifest, tract load and the manifest's
+//! example run, then an atomic rename into `<cache>/<name>/<version>/`; then one
+//! [`SharedRegistry`] store. The pipeline reads the registry per block/reading, so
+//! each window is scored by exactly one registry: the one current when it is scored.
+//!
+//! A rejected bundle (bad checksum, unloadable, wrong shape, bad manifest) is logged,
+//! counted, remembered (not downloaded again by this process) and the type's previous
+//! bundle stays. Network trouble leaves everything as it is and the next sync
+//! retries. At start the cache state (`state.json`) is applied before any network
+//! I/O; without a cache the built-in defaults are used.
+//!
+//! It does not score, and it never loads a bundle from outside the cache directory.
+
+use super::cache::{compare_versions, BundleRef, CacheError, CacheState, ModelCache};
+use super::registry::fallback_chain;
+use super::s3::{Fetched, S3Client, S3Error};
+use super::{Manifest, ModelBundle, ModelRegistry, Selection, SharedRegistry};
+use crate::config::{GatewayConfig, ModelPin};
+use crate::record::SensorType;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// The index is small; anything bigger is not an index.
+const MAX_INDEX_BYTES: u64 = 1 << 20;
+/// Same for a manifest.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Why a sync did not run or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("model sync is not configured: add [models.s3] to the config")]
+    NotConfigured,
+    #[error("model sync cannot start: {0}")]
+    Client(String),
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("s3://{bucket}/{key}: not a valid model index: {reason}")]
+    Index {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("the model sync task has stopped")]
+    Stopped,
+}
+
+/// Counters for the metrics endpoint (monotonic).
+#[derive(Debug, Default)]
+pub struct SyncCounters {
+    /// Syncs attempted.
+    pub syncs: AtomicU64,
+    /// Syncs answered `304 Not Modified` for the index.
+    pub not_modified: AtomicU64,
+    /// Bundles downloaded, checked and installed into the cache.
+    pub installed: AtomicU64,
+    /// Bundles (or indexes) refused by a check; the previous bundle stayed.
+    pub rejected: AtomicU64,
+    /// Syncs or downloads that failed on the network, the server or the disk.
+    pub errors: AtomicU64,
+    /// Registry swaps.
+    pub swaps: AtomicU64,
+}
+
+/// A copy of [`SyncCounters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SyncCounterValues {
+    pub syncs: u64,
+    pub not_modified: u64,
+    pub installed: u64,
+    pub rejected: u64,
+    pub errors: u64,
+    pub swaps: u64,
+}
+
+impl SyncCounters {
+    pub fn values(&self) -> SyncCounterValues {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SyncCounterValues {
+            syncs: g(&self.syncs),
+            not_modified: g(&self.not_modified),
+            installed: g(&self.installed),
+            rejected: g(&self.rejected),
+            errors: g(&self.errors),
+            swaps: g(&self.swaps),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What one sync did.
+#[derive(Debug, Default, Clone)]
+pub struct SyncReport {
+    /// The index was unchanged (`304`).
+    pub not_modified: bool,
+    /// Bundles newly downloaded and installed.
+    pub installed: Vec<BundleRef>,
+    /// Bundles refused, with the reason.
+    pub rejected: Vec<String>,
+    /// Downloads that failed for now (retried at the next sync), with the reason.
+    pub failed: Vec<String>,
+    /// The registry was swapped.
+    pub swapped: bool,
+    /// Active assignment per sensor type after the sync (`name@version`).
+    pub active: BTreeMap<SensorType, String>,
+}
+
+/// The parsed `index.json`: per sensor type, the bundle to use.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Index {
+    pub models: BTreeMap<SensorType, BundleRef>,
+}
+
+/// Parses `index.json`: `{"models": {"vibration": {"name": .., "version": ..}, ..}}`.
+/// Unknown sensor types are skipped (a newer cloud may know more); other fields are
+/// ignored so the format can grow.
+pub fn parse_index(bytes: &[u8]) -> Result<Index, String> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        models: BTreeMap<String, BundleRef>,
+    }
+    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mut models = BTreeMap::new();
+    for (ty, r) in raw.models {
+        let Ok(t) = serde_json::from_value::<SensorType>(serde_json::Value::String(ty.clone()))
+        else {
+            tracing::warn!(sensor_type = %ty, "Model index names an unknown sensor type; skipped.");
+            continue;
+        };
+        r.check().map_err(|e| format!("models.{ty}: {e}"))?;
+        models.insert(t, r);
+    }
+    Ok(Index { models })
+}
+
+/// Keeps the registry's S3 layers (index assignments, pins) and the cache in step.
+pub struct ModelSync {
+    client: Result<S3Client, String>,
+    prefix: String,
+    max_bundle_bytes: u64,
+    cache: ModelCache,
+    registry: SharedRegistry,
+    /// The built-in defaults (the registry without S3 layers).
+    base: ModelRegistry,
+    pins: Vec<(String, ModelPin)>,
+    assigned: BTreeMap<SensorType, Arc<ModelBundle>>,
+    pinned: HashMap<String, Arc<ModelBundle>>,
+    /// ETag of the last index that was fully applied.
+    etag: Option<String>,
+    /// Refused by this process; not downloaded again until the index names another.
+    rejected: BTreeSet<BundleRef>,
+    counters: Arc<SyncCounters>,
+}
+
+impl std::fmt::Debug for ModelSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSync")
+            .field("client", &self.client)
+            .field("cache", &self.cache.dir())
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a download did not produce a bundle.
+enum Failure {
+    /// The bundle is bad: remember and keep the previous one.
+    Rejected(String),
+    /// Try again at the next sync.
+    Transient(String),
+}
+
+impl ModelSync {
+    /// Opens the cache. `registry` is the one the pipeline reads; its current content
+    /// (the built-in defaults) becomes the base under the S3 layers. S3 client
+    /// problems (missing credentials) do not fail here: every sync reports them.
+    pub fn new(config: &GatewayConfig, registry: SharedRegistry) -> Result<ModelSync, SyncError> {
+        let models = &config.models;
+        let cache = ModelCache::open(models.cache_dir(&config.gateway.state_dir))?;
+        let client = match &models.s3 {
+            None => Err(SyncError::NotConfigured.to_string()),
+            Some(s3) => S3Client::new(s3).map_err(|e| e.to_string()),
+        };
+        let (prefix, max_bundle_bytes) = models.s3.as_ref().map_or((String::new(), 0), |s| {
+            (s.prefix.clone(), s.max_bundle_mb.saturating_mul(1 << 20))
+        });
+        let current = registry.load_full();
+        let base = current.with_assignments(BTreeMap::new(), HashMap::new());
+        let pins = config
+            .devices
+            .iter()
+            .filter_map(|d| d.model.clone().map(|p| (d.id.clone(), p)))
+            .collect();
+        Ok(ModelSync {
+            client,
+            prefix,
+            max_bundle_bytes,
+            cache,
+            registry,
+            base,
+            pins,
+            assigned: BTreeMap::new(),
+            pinned: HashMap::new(),
+            etag: None,
+            rejected: BTreeSet::new(),
+            counters: Arc::new(SyncCounters::default()),
+        })
+    }
+
+    pub fn counters(&self) -> Arc<SyncCounters> {
+        self.counters.clone()
+    }
+
+    pub fn cache(&self) -> &ModelCache {
+        &self.cache
+    }
+
+    /// Applies what the cache holds (no network): the saved active bundle per type,
+    /// and the pins. Bundles that no longer pass their checks are skipped with a log
+    /// line (their type falls back to the built-in default). CPU work: tract loads.
+    pub fn load_cached(&mut self) {
+        let state = self.cache.read_state();
+        let mut all_ok = true;
+        for (t, r) in &state.active {
+            match self.cache.load(r) {
+                Ok(b) => {
+                    self.assigned.insert(*t, Arc::new(b));
+                }
+                Err(e) => {
+                    all_ok = false;
+                    tracing::error!(sensor_type = ?t, bundle = %r, error = %e, "Cached model bundle does not load; using the built-in default for this type.");
+                }
+            }
+        }
+        // Re-check the whole index at the next sync unless everything came back.
+        self.etag = state.index_etag.filter(|_| all_ok);
+        self.resolve_pins_offline();
+        self.publish();
+        if !self.assigned.is_empty() {
+            tracing::info!(active = %self.active_text(), cache = %self.cache.dir().display(), "Using cached model bundles.");
+        }
+    }
+
+    /// The pins that can be served from the cache or the defaults.
+    fn resolve_pins_offline(&mut self) {
+        for (device, pin) in self.pins.clone() {
+            match self.pin_target(&pin) {
+                PinTarget::Ready(b) => {
+                    self.pinned.insert(device, b);
+                }
+                PinTarget::Cached(r) => match self.cache.load(&r) {
+                    Ok(b) => {
+                        self.pinned.insert(device, Arc::new(b));
+                    }
+                    Err(e) => {
+                        tracing::error!(device = %device, bundle = %r, error = %e, "Pinned model bundle does not load; the device uses selection by sensor type.");
+                    }
+                },
+                PinTarget::Download(_) | PinTarget::Unavailable => {
+                    tracing::warn!(device = %device, pin = %pin_text(&pin), "Pinned model bundle is not available (yet); the device uses selection by sensor type.");
+                }
+            }
+        }
+    }
+
+    fn pin_target(&self, pin: &ModelPin) -> PinTarget {
+        let loaded = self
+            .assigned
+            .values()
+            .chain(self.pinned.values())
+            .chain(self.base.bundles().iter());
+        let version = match &pin.version {
+            Some(v) => v.clone(),
+            None => {
+                // The newest of: what is loaded (index, defaults) and what is cached.
+                let best_loaded = loaded
+                    .clone()
+                    .filter(|b| b.manifest().name == pin.name)
+                    .max_by(|a, b| compare_versions(&a.manifest().version, &b.manifest().version));
+                let cached = self.cache.newest(&pin.name);
+                match (best_loaded, cached) {
+                    (Some(b), Some(c))
+                        if compare_versions(&c.version, &b.manifest().version).is_gt() =>
+                    {
+                        return PinTarget::Cached(c)
+                    }
+                    (Some(b), _) => return PinTarget::Ready(b.clone()),
+                    (None, Some(c)) => return PinTarget::Cached(c),
+                    (None, None) => return PinTarget::Unavailable,
+                }
+            }
+        };
+        let r = BundleRef {
+            name: pin.name.clone(),
+            version,
+        };
+        if let Some(b) = loaded
+            .clone()
+            .find(|b| b.manifest().name == r.name && b.manifest().version == r.version)
+        {
+            return PinTarget::Ready(b.clone());
+        }
+        if self.cache.contains(&r) {
+            PinTarget::Cached(r)
+        } else {
+            PinTarget::Download(r)
+        }
+    }
+
+    /// Swaps in a registry with the current assignments and pins.
+    fn publish(&self) {
+        let next = self
+            .base
+            .with_assignments(self.assigned.clone(), self.pinned.clone());
+        self.registry.store(Arc::new(next));
+        bump(&self.counters.swaps);
+    }
+
+    fn active_text(&self) -> String {
+        self.assigned
+            .iter()
+            .map(|(t, b)| format!("{} -> {}", type_name(*t), b.detector()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn key(&self, r: &BundleRef, file: &str) -> String {
+        let rel = format!("{}/{}/{file}", r.name, r.version);
+        if self.prefix.is_empty() {
+            rel
+        } else {
+            format!("{}/{rel}", self.prefix)
+        }
+    }
+
+    fn index_key(&self) -> String {
+        if self.prefix.is_empty() {
+            "index.json".into()
+        } else {
+            format!("{}/index.json", self.prefix)
+        }
+    }
+
+    /// One sync. `Err` when the index could not be fetched or read; problems with
+    /// single bundles are in the report (and the log), and never stop the others.
+    pub async fn sync_once(&mut self) -> Result<SyncReport, SyncError> {
+        bump(&self.counters.syncs);
+        let result = self.sync_inner().await;
+        if let Err(e) = &result {
+            match e {
+                SyncError::Index { .. } => bump(&self.counters.rejected),
+                _ => bump(&self.counters.errors),
+            }
+            tracing::warn!(error = %e, "Model sync failed; the active bundles stay.");
+        }
+        result
+    }
+
+    async fn sync_inner(&mut self) -> Result<SyncReport, SyncError> {
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| SyncError::Client(e.clone()))?;
+        let bucket = client.bucket().to_string();
+        let index_key = self.index_key();
+        let fetched = client
+            .get(&index_key, self.etag.as_deref(), MAX_INDEX_BYTES)
+            .await?;
+        let mut report = SyncReport::default();
+        let mut wanted: Vec<(Option<SensorType>, BundleRef)> = Vec::new();
+        let (index, etag) = match fetched {
+            Fetched::NotModified => {
+                bump(&self.counters.not_modified);
+                report.not_modified = true;
+                (None, None)
+            }
+            Fetched::Object { bytes, etag } => {
+                let index = parse_index(&bytes).map_err(|reason| SyncError::Index {
+                    bucket: bucket.clone(),
+                    key: index_key.clone(),
+                    reason,
+                })?;
+                wanted.extend(index.models.iter().map(|(t, r)| (Some(*t), r.clone())));
+                (Some(index), etag)
+            }
+        };
+        // Pins with an exact version that nothing provides yet.
+        for (_, pin) in &self.pins {
+            if let PinTarget::Download(r) = self.pin_target(pin) {
+                wanted.push((None, r));
+            }
+        }
+
+        let mut complete = true;
+        let mut changed = false;
+        let mut assigned = self.assigned.clone();
+        if let Some(index) = &index {
+            let before = assigned.len();
+            assigned.retain(|t, _| index.models.contains_key(t));
+            changed |= assigned.len() != before;
+        }
+        let mut fresh: HashMap<BundleRef, Arc<ModelBundle>> = HashMap::new();
+        for (ty, r) in wanted {
+            let current = ty.and_then(|t| assigned.get(&t));
+            if current
+                .is_some_and(|b| b.manifest().name == r.name && b.manifest().version == r.version)
+            {
+                continue;
+            }
+            let bundle = if let Some(b) = fresh.get(&r) {
+                Ok(b.clone())
+            } else if self.rejected.contains(&r) {
+                continue;
+            } else {
+                self.obtain(&r).await
+            };
+            let bundle = bundle.and_then(|b| match ty {
+                Some(t) if !serves(&b, t) => Err(Failure::Rejected(format!(
+                    "the index names it for {} but it serves {:?}",
+                    type_name(t),
+                    b.manifest().sensor_types
+                ))),
+                _ => Ok(b),
+            });
+            match bundle {
+                Ok(b) => {
+                    fresh.insert(r.clone(), b.clone());
+                    if let Some(t) = ty {
+                        assigned.insert(t, b);
+                        changed = true;
+                    }
+                }
+                Err(Failure::Rejected(reason)) => {
+                    bump(&self.counters.rejected);
+                    tracing::error!(bundle = %r, sensor_type = ?ty, reason = %reason, "Model bundle rejected; the previous bundle stays active.");
+                    report.rejected.push(format!("{r}: {reason}"));
+                    self.rejected.insert(r);
+                }
+                Err(Failure::Transient(reason)) => {
+                    complete = false;
+                    bump(&self.counters.errors);
+                    tracing::warn!(bundle = %r, reason = %reason, "Model bundle download failed; retrying at the next sync.");
+                    report.failed.push(format!("{r}: {reason}"));
+                }
+            }
+        }
+        for (device, pin) in self.pins.clone() {
+            if let PinTarget::Ready(b) = self.pin_target(&pin) {
+                changed |= self.pinned.get(&device).is_none_or(|p| !Arc::ptr_eq(p, &b));
+                self.pinned.insert(device, b);
+            } else if let Some(b) = pin_version(&pin).and_then(|v| {
+                fresh.get(&BundleRef {
+                    name: pin.name.clone(),
+                    version: v,
+                })
+            }) {
+                self.pinned.insert(device, b.clone());
+                changed = true;
+            }
+        }
+        self.assigned = assigned;
+        report.installed = self.installed_in(&fresh);
+        if changed {
+            self.publish();
+            report.swapped = true;
+            tracing::info!(active = %self.active_text(), "Model bundles updated; new windows use them.");
+        }
+        if index.is_some() {
+            if complete {
+                self.etag = etag;
+            }
+            let state = CacheState {
+                index_etag: self.etag.clone().filter(|_| complete),
+                active: self
+                    .assigned
+                    .iter()
+                    .map(|(t, b)| (*t, bundle_ref(b)))
+                    .collect(),
+            };
+            if let Err(e) = self.cache.write_state(&state) {
+                bump(&self.counters.errors);
+                tracing::warn!(error = %e, "Cannot save the model cache state; a restart re-reads the index.");
+            }
+        }
+        report.active = self
+            .assigned
+            .iter()
+            .map(|(t, b)| (*t, b.detector().to_string()))
+            .collect();
+        Ok(report)
+    }
+
+    fn installed_in(&self, fresh: &HashMap<BundleRef, Arc<ModelBundle>>) -> Vec<BundleRef> {
+        let mut v: Vec<BundleRef> = fresh.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The bundle from the cache, else downloaded, checked and installed.
+    async fn obtain(&mut self, r: &BundleRef) -> Result<Arc<ModelBundle>, Failure> {
+        if self.cache.contains(r) {
+            let cache = self.cache.clone();
+            let rc = r.clone();
+            match blocking(move || cache.load(&rc)).await {
+                Ok(b) => return Ok(Arc::new(b)),
+                Err(e) => {
+                    tracing::warn!(bundle = %r, error = %e, "Cached model bundle fails its checks; downloading it again.");
+                    self.cache.remove(r);
+                }
+            }
+        }
+        let Ok(client) = self.client.as_ref() else {
+            return Err(Failure::Transient(SyncError::NotConfigured.to_string()));
+        };
+        let staging = self
+            .cache
+            .staging()
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        let s3 = |e: S3Error| {
+            if e.is_transient() {
+                Failure::Transient(e.to_string())
+            } else {
+                Failure::Rejected(e.to_string())
+            }
+        };
+        let manifest_key = self.key(r, "manifest.json");
+        let manifest = match client.get(&manifest_key, None, MAX_MANIFEST_BYTES).await {
+            Ok(Fetched::Object { bytes, .. }) => bytes,
+            Ok(Fetched::NotModified) => {
+                return Err(Failure::Transient("unexpected 304 for the manifest".into()))
+            }
+            Err(e) => return Err(s3(e)),
+        };
+        // Fail early (before the model download) on a bad manifest.
+        let m = Manifest::parse(
+            &format!("s3://{}/{manifest_key}", client.bucket()),
+            &manifest,
+        )
+        .map_err(|e| Failure::Rejected(e.to_string()))?;
+        if m.name != r.name || m.version != r.version {
+            return Err(Failure::Rejected(format!(
+                "its manifest says {}@{}",
+                m.name, m.version
+            )));
+        }
+        let manifest_path = staging.path().join("manifest.json");
+        std::fs::write(&manifest_path, &manifest).map_err(|e| {
+            Failure::Transient(format!("cannot write {}: {e}", manifest_path.display()))
+        })?;
+        let onnx_key = self.key(r, "model.onnx");
+        let size = client
+            .get_to_file(
+                &onnx_key,
+                &staging.path().join("model.onnx"),
+                self.max_bundle_bytes,
+            )
+            .await
+            .map_err(s3)?;
+        // Every check (sha256, tract load, shapes, the example) before it enters the cache.
+        let dir = staging.path().to_path_buf();
+        blocking(move || ModelBundle::load_dir(&dir))
+            .await
+            .map_err(|e| Failure::Rejected(e.to_string()))?;
+        self.cache
+            .install(staging, r)
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        bump(&self.counters.installed);
+        tracing::info!(bundle = %r, bytes = size, "Model bundle downloaded, checked and cached.");
+        let cache = self.cache.clone();
+        let rc = r.clone();
+        blocking(move || cache.load(&rc))
+            .await
+            .map(Arc::new)
+            .map_err(|e| Failure::Rejected(e.to_string()))
+    }
+
+    /// Runs syncs at the configured interval (jittered) and on request until
+    /// cancelled. The first sync starts at once.
+    pub fn spawn(self, interval: Duration, cancel: CancellationToken) -> ModelSyncHandle {
+        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<SyncReport, SyncError>>>(4);
+        let counters = self.counters.clone();
+        let token = cancel.clone();
+        let mut sync = self;
+        let join = tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now();
+            let mut requests_open = true;
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    req = rx.recv(), if requests_open => {
+                        let Some(reply) = req else {
+                            requests_open = false;
+                            continue;
+                        };
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            r = sync.sync_once() => { let _ = reply.send(r); }
+                        }
+                    }
+                    _ = tokio::time::sleep_until(next) => {
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            _ = sync.sync_once() => {}
+                        }
+                        next = tokio::time::Instant::now() + jittered(interval);
+                    }
+                }
+            }
+        });
+        ModelSyncHandle {
+            tx,
+            counters,
+            cancel,
+            join: Some(join),
+        }
+    }
+}
+
+/// The running sync task. Dropping it stops the task.
+#[derive(Debug)]
+pub struct ModelSyncHandle {
+    tx: mpsc::Sender<oneshot::Sender<Result<SyncReport, SyncError>>>,
+    counters: Arc<SyncCounters>,
+    cancel: CancellationToken,
+    join: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ModelSyncHandle {
+    /// Runs a sync now (after the one in progress, if any) and returns its report.
+    pub async fn sync_now(&self) -> Result<SyncReport, SyncError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(tx).await.map_err(|_| SyncError::Stopped)?;
+        rx.await.map_err(|_| SyncError::Stopped)?
+    }
+
+    pub fn counters(&self) -> SyncCounterValues {
+        self.counters.values()
+    }
+
+    /// Stops the task and waits for it (an interrupted download leaves nothing).
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(j) = self.join.take() {
+            let _ = j.await;
+        }
+    }
+}
+
+impl Drop for ModelSyncHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// The daemon's model set-up: cached bundles into `registry` at once (no network),
+/// then the sync task when `[models.s3]` is configured. A cache that cannot be
+/// opened is logged and the gateway runs on the built-in defaults.
+pub async fn start(config: &GatewayConfig, registry: &SharedRegistry) -> Option<ModelSyncHandle> {
+    let config = config.clone();
+    let reg = registry.clone();
+    let sync = tokio::task::spawn_blocking(move || {
+        let mut sync = ModelSync::new(&config, reg)?;
+        sync.load_cached();
+        Ok::<_, SyncError>((sync, config))
+    })
+    .await;
+    let (sync, config) = match sync {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "Model cache unavailable; using the built-in model bundles.");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Model cache set-up failed; using the built-in model bundles.");
+            return None;
+        }
+    };
+    let s3 = config.models.s3.as_ref()?;
+    if let Err(e) = &sync.client {
+        tracing::error!(error = %e, "Model sync cannot start; using cached and built-in bundles.");
+    }
+    let interval = Duration::from_secs(s3.interval_secs.max(1));
+    Some(sync.spawn(interval, CancellationToken::new()))
+}
+
+/// `interval` +- 10 %.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, super::InferenceError> + Send + 'static,
+) -> Result<T, super::InferenceError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(super::InferenceError::Run {
+            bundle: "(loader)".into(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+enum PinTarget {
+    /// Already loaded (built-in, index, or another pin).
+    Ready(Arc<ModelBundle>),
+    Cached(BundleRef),
+    /// Exact version not cached: sync downloads it.
+    Download(BundleRef),
+    Unavailable,
+}
+
+fn pin_version(pin: &ModelPin) -> Option<String> {
+    pin.version.clone()
+}
+
+fn pin_text(pin: &ModelPin) -> String {
+    match &pin.version {
+        Some(v) => format!("{}@{v}", pin.name),
+        None => format!("{} (newest)", pin.name),
+    }
+}
+
+fn bundle_ref(b: &ModelBundle) -> BundleRef {
+    BundleRef {
+        name: b.manifest().name.clone(),
+        version: b.manifest().version.clone(),
+    }
+}
+
+/// Whether a bundle can serve channels of `t` (its own type or a fallback).
+fn serves(b: &ModelBundle, t: SensorType) -> bool {
+    fallback_chain(t)
+        .iter()
+        .any(|x| b.manifest().sensor_types.contains(x))
+}
+
+fn type_name(t: SensorType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{t:?}"))
+}
+
+/// Text for `edgegw models list`: the cache, what is active, and per device channel
+/// which bundle it uses and why. Reads the cache only (no network, no writes).
+pub fn list_text(loaded: &crate::config::Loaded) -> String {
+    use std::fmt::Write;
+    let config = &loaded.config;
+    let dir = config.models.cache_dir(&config.gateway.state_dir);
+    let mut out = String::new();
+    let base = match ModelRegistry::with_defaults() {
+        Ok(r) => r,
+        Err(e) => return format!("built-in bundles do not load: {e}\n"),
+    };
+    let _ = writeln!(out, "cache: {}", dir.display());
+    let cache = ModelCache::at(&dir);
+    let state = cache.read_state();
+    let mut loaded_bundles: HashMap<BundleRef, Arc<ModelBundle>> = HashMap::new();
+    let cached = cache.list();
+    if cached.is_empty() {
+        let _ = writeln!(out, "cached bundles: none");
+    } else {
+        let _ = writeln!(out, "cached bundles:");
+    }
+    for r in &cached {
+        match cache.load(r) {
+            Ok(b) => {
+                let m = b.manifest();
+                let _ = writeln!(
+                    out,
+                    "  {r:<40} ok        {} for {:?}",
+                    m.kind.as_str(),
+                    m.sensor_types
+                        .iter()
+                        .map(|t| type_name(*t))
+                        .collect::<Vec<_>>()
+                );
+                loaded_bundles.insert(r.clone(), Arc::new(b));
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  {r:<40} REJECTED  {e}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "built-in: {}",
+        base.bundles()
+            .iter()
+            .map(|b| b.detector().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut assigned = BTreeMap::new();
+    match (&config.models.s3, state.active.is_empty()) {
+        (None, true) => {
+            let _ = writeln!(out, "S3 sync: not configured ([models.s3])");
+        }
+        (s3, _) => {
+            if let Some(s3) = s3 {
+                let _ = writeln!(
+                    out,
+                    "S3 sync: s3://{}/{} every {} s (+-10 %)",
+                    s3.bucket, s3.prefix, s3.interval_secs
+                );
+            }
+            let _ = writeln!(
+                out,
+                "active from the last sync{}:",
+                state
+                    .index_etag
+                    .as_ref()
+                    .map(|e| format!(" (index ETag {e})"))
+                    .unwrap_or_default()
+            );
+            for (t, r) in &state.active {
+                match loaded_bundles.get(r) {
+                    Some(b) => {
+                        assigned.insert(*t, b.clone());
+                        let _ = writeln!(out, "  {:<14} {r}", type_name(*t));
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "  {:<14} {r} (not loadable: the built-in default is used)",
+                            type_name(*t)
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut pins = HashMap::new();
+    for d in &config.devices {
+        let Some(pin) = &d.model else { continue };
+        let found = loaded_bundles
+            .values()
+            .chain(base.bundles().iter())
+            .filter(|b| {
+                b.manifest().name == pin.name
+                    && pin
+                        .version
+                        .as_ref()
+                        .is_none_or(|v| *v == b.manifest().version)
+            })
+            .max_by(|a, b| compare_versions(&a.manifest().version, &b.manifest().version))
+            .cloned();
+        match found {
+            Some(b) => {
+                pins.insert(d.id.clone(), b);
+            }
+            None => {
+                let _ = writeln!(out, "device {}: pinned {} is not cached (sync downloads an exact version); selection by sensor type applies", d.id, pin_text(pin));
+            }
+        }
+    }
+    let registry = base.with_assignments(assigned, pins);
+    let _ = writeln!(out, "devices:");
+    for d in &loaded.runnable {
+        let profile_key = std::path::Path::new(&d.profile)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| d.profile.clone());
+        let Some(p) = loaded.profiles.get(&profile_key) else {
+            continue;
+        };
+        for (name, ch) in &p.profile.channels {
+            let t = ch.sensor_type;
+            let mut parts = Vec::new();
+            for kind in [super::BundleKind::Window, super::BundleKind::Rolling] {
+                let what = match kind {
+                    super::BundleKind::Window => "waveform windows",
+                    super::BundleKind::Rolling => "scalar readings",
+                };
+                let choice = match registry.choose(Some(&d.id), t, kind) {
+                    None => "statistical fallback (no bundle fits)".to_string(),
+                    Some((b, why)) => {
+                        let why = match why {
+                            Selection::Pinned => "pinned in the config".to_string(),
+                            Selection::Index(x) if x == t => "S3 index for this type".to_string(),
+                            Selection::Index(x) => format!(
+                                "S3 index for {}, a fallback of {}",
+                                type_name(x),
+                                type_name(t)
+                            ),
+                            Selection::Listed(x) if x == t => {
+                                "its manifest lists this type".to_string()
+                            }
+                            Selection::Listed(x) => format!(
+                                "its manifest lists {}, a fallback of {}",
+                                type_name(x),
+                                type_name(t)
+                            ),
+                        };
+                        format!("{} ({why})", b.detector())
+                    }
+                };
+                parts.push(format!("{what}: {choice}"));
+            }
+            let _ = writeln!(
+                out,
+                "  {}.{name} [{}]\n      {}",
+                d.id,
+                type_name(t),
+                parts.join("\n      ")
+            );
+        }
+    }
+    out
+}
+
+/// `edgegw models sync`: one sync into the cache; the report as text.
+pub async fn sync_command(config: &GatewayConfig) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    if config.models.s3.is_none() {
+        anyhow::bail!(SyncError::NotConfigured);
+    }
+    let registry = super::shared(ModelRegistry::with_defaults()?);
+    let c = config.clone();
+    let reg = registry.clone();
+    let mut sync = tokio::task::spawn_blocking(move || {
+        let mut s = ModelSync::new(&c, reg)?;
+        s.load_cached();
+        Ok::<_, SyncError>(s)
+    })
+    .await??;
+    let report = sync.sync_once().await?;
+    let mut out = String::new();
+    if report.not_modified {
+        let _ = writeln!(out, "index unchanged (304 Not Modified)");
+    }
+    for r in &report.installed {
+        let _ = writeln!(out, "installed  {r}");
+    }
+    for r in &report.rejected {
+        let _ = writeln!(out, "REJECTED   {r}");
+    }
+    for r in &report.failed {
+        let _ = writeln!(out, "failed     {r} (retried at the next sync)");
+    }
+    for (t, d) in &report.active {
+        let _ = writeln!(out, "active     {:<14} {d}", type_name(*t));
+    }
+    if !report.rejected.is_empty() || !report.failed.is_empty() {
+        anyhow::bail!("{out}sync finished with problems");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_parses_known_types_and_refuses_unsafe_names() {
+        let ok = br#"{"format":1,"models":{"vibration":{"name":"v","version":"2.0.0"},"telepathy":{"name":"x","version":"1"}},"updated":"now"}"#;
+        let idx = parse_index(ok).unwrap();
+        assert_eq!(idx.models.len(), 1, "unknown sensor types are skipped");
+        assert_eq!(idx.models[&SensorType::Vibration].to_string(), "v@2.0.0");
+        let bad = br#"{"models":{"vibration":{"name":"../etc","version":"1"}}}"#;
+        assert!(parse_index(bad).unwrap_err().contains("models.vibration"));
+        assert!(parse_index(br#"{"models":{"vibration":{"name":"a"}}}"#).is_err());
+        assert!(parse_index(b"not json").is_err());
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_secs(3600)).as_secs_f64();
+            assert!((3240.0..=3960.0).contains(&d), "{d}");
+        }
+    }
+}
