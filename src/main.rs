@@ -60,7 +60,7 @@ enum Command {
     },
     /// Model bundles: what is cached and active, and syncing from S3.
     Models {
-        #[arg(long, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        #[arg(long, global = true, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         #[command(subcommand)]
         command: ModelsCommand,

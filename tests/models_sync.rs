@@ -400,3 +400,55 @@ host = "127.0.0.1"
         "temperature-default@1.0.0"
     );
 }
+
+#[tokio::test]
+async fn the_publish_tool_publishes_the_shipped_default_and_gateways_sync_it() {
+    let server = S3Server::start();
+    let run = |secret: &str| {
+        std::process::Command::new("python3")
+            .arg(root().join("tools/publish-model"))
+            .args(["--endpoint", &server.endpoint(), "--path-style"])
+            .args(["--bucket", BUCKET, "--prefix", PREFIX])
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .expect("python3 runs tools/publish-model")
+    };
+    let denied = run("wrong-secret");
+    assert!(!denied.status.success());
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        err.contains("403") && !err.contains("wrong-secret"),
+        "{err}"
+    );
+    let ok = run(SECRET_KEY);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let state = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let mut sync = new_sync(
+        state.path(),
+        Some(s3_config(&server.endpoint(), &Keys::good())),
+        &reg,
+    );
+    let report = sync.sync_once().await.expect("sync");
+    assert_eq!(report.installed.len(), 1, "{report:?}");
+    let r = reg.load();
+    for t in [SensorType::Vibration, SensorType::Bearing] {
+        let (b, why) = r.choose(None, t, BundleKind::Window).unwrap();
+        assert_eq!(b.detector(), "vibration-default@1.0.0");
+        assert_eq!(
+            why,
+            edgegw::inference::Selection::Index(t),
+            "the index names it for {t:?}"
+        );
+    }
+    assert!(state
+        .path()
+        .join("models/vibration-default/1.0.0/model.onnx")
+        .is_file());
+}

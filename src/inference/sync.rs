@@ -786,7 +786,8 @@ pub fn list_text(loaded: &crate::config::Loaded) -> String {
                 let m = b.manifest();
                 let _ = writeln!(
                     out,
-                    "  {r:<40} ok        {} for {:?}",
+                    "  {:<40} ok        {} for {:?}",
+                    r.to_string(),
                     m.kind.as_str(),
                     m.sensor_types
                         .iter()
@@ -796,7 +797,7 @@ pub fn list_text(loaded: &crate::config::Loaded) -> String {
                 loaded_bundles.insert(r.clone(), Arc::new(b));
             }
             Err(e) => {
-                let _ = writeln!(out, "  {r:<40} REJECTED  {e}");
+                let _ = writeln!(out, "  {:<40} REJECTED  {e}", r.to_string());
             }
         }
     }
