@@ -600,7 +600,13 @@ impl ModelSync {
         let token = cancel.clone();
         let mut sync = self;
         let join = tokio::spawn(async move {
-            let mut next = tokio::time::Instant::now();
+            // The first sync at once, before any request is served, so that a
+            // request always sees a state at least as new as the start-up sync.
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = sync.sync_once() => {}
+            }
+            let mut next = tokio::time::Instant::now() + jittered(interval);
             let mut requests_open = true;
             loop {
                 tokio::select! {
@@ -674,6 +680,11 @@ impl Drop for ModelSyncHandle {
 /// then the sync task when `[models.s3]` is configured. A cache that cannot be
 /// opened is logged and the gateway runs on the built-in defaults.
 pub async fn start(config: &GatewayConfig, registry: &SharedRegistry) -> Option<ModelSyncHandle> {
+    let dir = config.models.cache_dir(&config.gateway.state_dir);
+    if config.models.s3.is_none() && !dir.exists() {
+        // Nothing cached and nothing to sync: the built-in defaults, no directory.
+        return None;
+    }
     let config = config.clone();
     let reg = registry.clone();
     let sync = tokio::task::spawn_blocking(move || {
