@@ -294,9 +294,9 @@ fn models_command(config_path: &std::path::Path, command: ModelsCommand) -> anyh
         anyhow::anyhow!("{} has errors", config_path.display())
     })?;
     match command {
-        ModelsCommand::List => print!("{}", edgegw::inference::sync::list_text(&loaded)),
+        ModelsCommand::List => print!("{}", edgegw::inference::cli::list_text(&loaded)),
         ModelsCommand::Sync => {
-            let report = run_async_value(edgegw::inference::sync::sync_command(&loaded.config))?;
+            let report = run_async_value(edgegw::inference::cli::sync_command(&loaded.config))?;
             print!("{report}");
         }
     }

@@ -452,3 +452,38 @@ async fn the_publish_tool_publishes_the_shipped_default_and_gateways_sync_it() {
         .join("models/vibration-default/1.0.0/model.onnx")
         .is_file());
 }
+
+#[tokio::test]
+async fn models_list_shows_cache_active_bundles_and_rejected_cache_entries() {
+    let server = S3Server::start();
+    let state = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let (_sync, _v1) = with_v1(&server, state.path(), &reg).await;
+    // A cache entry that no longer passes its checks (bit rot, tampering).
+    let broken = state.path().join("models/vibration-edge/0.9.0");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("manifest.json"), b"{}").unwrap();
+    std::fs::write(broken.join("model.onnx"), b"x").unwrap();
+    let path = state.path().join("edgegw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nid = \"gw\"\nstate_dir = {:?}\n",
+            state.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let loaded = edgegw::config::load(&path).unwrap_or_else(|d| panic!("{d:?}"));
+    let text = edgegw::inference::cli::list_text(&loaded);
+    assert!(text.contains("vibration-edge@1.0.0"), "{text}");
+    assert!(
+        text.contains("REJECTED") && text.contains("vibration-edge@0.9.0"),
+        "{text}"
+    );
+    assert!(text.contains("active from the last sync"), "{text}");
+    assert!(
+        text.contains("vibration       vibration-edge@1.0.0")
+            || text.contains("vibration      vibration-edge@1.0.0"),
+        "{text}"
+    );
+}
