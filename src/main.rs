@@ -60,7 +60,7 @@ enum Command {
     },
     /// Model bundles: what is cached and active, and syncing from S3.
     Models {
-        #[arg(long, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        #[arg(long, global = true, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         #[command(subcommand)]
         command: ModelsCommand,
@@ -294,9 +294,9 @@ fn models_command(config_path: &std::path::Path, command: ModelsCommand) -> anyh
         anyhow::anyhow!("{} has errors", config_path.display())
     })?;
     match command {
-        ModelsCommand::List => print!("{}", edgegw::inference::sync::list_text(&loaded)),
+        ModelsCommand::List => print!("{}", edgegw::inference::cli::list_text(&loaded)),
         ModelsCommand::Sync => {
-            let report = run_async_value(edgegw::inference::sync::sync_command(&loaded.config))?;
+            let report = run_async_value(edgegw::inference::cli::sync_command(&loaded.config))?;
             print!("{report}");
         }
     }

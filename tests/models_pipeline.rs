@@ -12,6 +12,7 @@ use edgegw::record::{RecordKind, SensorType};
 use edgegw::sources::{Reading, SourceBatch, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use support::*;
 
@@ -139,35 +140,55 @@ async fn hot_swap_under_load_scores_every_window_exactly_once() {
     };
     assert_eq!(active(&gw), v1.detector());
 
-    // Load: blocks stream in while v2 is published and synced.
-    const A: usize = 300;
-    const B: usize = 100;
+    // Load: blocks stream in without pause while v2 is published and synced; the
+    // producer stops AFTER more blocks once the swap is done.
+    const AFTER: usize = 100;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let swapped = Arc::new(AtomicBool::new(false));
     let producer = {
         let tx = gw.source_sender().unwrap();
+        let (sent, swapped) = (sent.clone(), swapped.clone());
         tokio::spawn(async move {
-            for i in 0..A {
+            let mut i = 0;
+            let mut stop_at = usize::MAX;
+            while i < stop_at {
                 tx.send(SourceBatch {
                     readings: vec![block(i)],
                     ack: None,
                 })
                 .await
                 .unwrap();
+                i += 1;
+                sent.store(i, Ordering::SeqCst);
+                if stop_at == usize::MAX && swapped.load(Ordering::SeqCst) {
+                    stop_at = i + AFTER;
+                }
+                tokio::task::yield_now().await;
             }
+            i
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    while sent.load(Ordering::SeqCst) < 50 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let sent_before = sent.load(Ordering::SeqCst);
     publish(&c, &v2).await;
     publish_index(&c, &[("vibration", &v2)]).await;
     let report = models.sync_now().await.expect("sync v2");
+    let sent_during = sent.load(Ordering::SeqCst) - sent_before;
+    swapped.store(true, Ordering::SeqCst);
+    assert!(
+        sent_during > 0,
+        "the producer must keep sending during the sync"
+    );
     assert!(report.swapped, "{report:?}");
     assert_eq!(active(&gw), v2.detector());
-    producer.await.unwrap();
-    feed(&gw, A..A + B).await;
+    let total = producer.await.unwrap();
     gw.shutdown().await.expect("shutdown");
 
     let w = windows(&outbox);
-    // 2048-sample windows with a hop of 1024 over A+B blocks of 1024: A+B-1 windows.
-    assert_eq!(w.len(), A + B - 1, "windows lost or duplicated");
+    // 2048-sample windows with a hop of 1024 over `total` blocks of 1024: total-1.
+    assert_eq!(w.len(), total - 1, "windows lost or duplicated");
     let ts: BTreeSet<i64> = w.iter().map(|x| x.0).collect();
     assert_eq!(ts.len(), w.len(), "a window was emitted twice");
     let first_v2 = w
@@ -188,7 +209,7 @@ async fn hot_swap_under_load_scores_every_window_exactly_once() {
         assert_eq!(*thr, want_thr, "window {i}");
     }
     eprintln!(
-        "hot swap: {} windows by v1, {} by v2",
+        "hot swap: {} windows by v1, {} by v2; {sent_during} blocks sent while the sync ran",
         first_v2,
         w.len() - first_v2
     );
@@ -197,10 +218,10 @@ async fn hot_swap_under_load_scores_every_window_exactly_once() {
     server.stop();
     let gw = Gateway::start(&loaded).await.expect("restart offline");
     assert_eq!(active(&gw), v2.detector());
-    feed(&gw, A + B..A + B + 10).await;
+    feed(&gw, total..total + 10).await;
     gw.shutdown().await.expect("shutdown");
     let w = windows(&outbox);
-    let after: Vec<_> = w.iter().filter(|x| x.0 >= block(A + B).ts_us).collect();
+    let after: Vec<_> = w.iter().filter(|x| x.0 >= block(total).ts_us).collect();
     assert!(!after.is_empty());
     assert!(after.iter().all(|x| x.1 == v2.detector()), "{after:?}");
 }

@@ -400,3 +400,90 @@ host = "127.0.0.1"
         "temperature-default@1.0.0"
     );
 }
+
+#[tokio::test]
+async fn the_publish_tool_publishes_the_shipped_default_and_gateways_sync_it() {
+    let server = S3Server::start();
+    let run = |secret: &str| {
+        std::process::Command::new("python3")
+            .arg(root().join("tools/publish-model"))
+            .args(["--endpoint", &server.endpoint(), "--path-style"])
+            .args(["--bucket", BUCKET, "--prefix", PREFIX])
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .expect("python3 runs tools/publish-model")
+    };
+    let denied = run("wrong-secret");
+    assert!(!denied.status.success());
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        err.contains("403") && !err.contains("wrong-secret"),
+        "{err}"
+    );
+    let ok = run(SECRET_KEY);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let state = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let mut sync = new_sync(
+        state.path(),
+        Some(s3_config(&server.endpoint(), &Keys::good())),
+        &reg,
+    );
+    let report = sync.sync_once().await.expect("sync");
+    assert_eq!(report.installed.len(), 1, "{report:?}");
+    let r = reg.load();
+    for t in [SensorType::Vibration, SensorType::Bearing] {
+        let (b, why) = r.choose(None, t, BundleKind::Window).unwrap();
+        assert_eq!(b.detector(), "vibration-default@1.0.0");
+        assert_eq!(
+            why,
+            edgegw::inference::Selection::Index(t),
+            "the index names it for {t:?}"
+        );
+    }
+    assert!(state
+        .path()
+        .join("models/vibration-default/1.0.0/model.onnx")
+        .is_file());
+}
+
+#[tokio::test]
+async fn models_list_shows_cache_active_bundles_and_rejected_cache_entries() {
+    let server = S3Server::start();
+    let state = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let (_sync, _v1) = with_v1(&server, state.path(), &reg).await;
+    // A cache entry that no longer passes its checks (bit rot, tampering).
+    let broken = state.path().join("models/vibration-edge/0.9.0");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("manifest.json"), b"{}").unwrap();
+    std::fs::write(broken.join("model.onnx"), b"x").unwrap();
+    let path = state.path().join("edgegw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nid = \"gw\"\nstate_dir = {:?}\n",
+            state.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let loaded = edgegw::config::load(&path).unwrap_or_else(|d| panic!("{d:?}"));
+    let text = edgegw::inference::cli::list_text(&loaded);
+    assert!(text.contains("vibration-edge@1.0.0"), "{text}");
+    assert!(
+        text.contains("REJECTED") && text.contains("vibration-edge@0.9.0"),
+        "{text}"
+    );
+    assert!(text.contains("active from the last sync"), "{text}");
+    assert!(
+        text.contains("vibration       vibration-edge@1.0.0")
+            || text.contains("vibration      vibration-edge@1.0.0"),
+        "{text}"
+    );
+}

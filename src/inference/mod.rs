@@ -15,6 +15,7 @@
 
 pub mod bundle;
 pub mod cache;
+pub mod cli;
 pub mod manifest;
 pub mod registry;
 pub mod s3;

@@ -436,6 +436,53 @@ fn credentials_file(path: &Path, profile: &str) -> Result<Credentials, S3Error> 
 mod tests {
     use super::*;
 
+    fn config(endpoint: &str, path_style: bool) -> ModelsS3Config {
+        let key_file = std::env::temp_dir().join(format!("edgegw-s3-unit-{}", std::process::id()));
+        std::fs::write(&key_file, "K\n").unwrap();
+        ModelsS3Config {
+            endpoint: endpoint.into(),
+            bucket: "models".into(),
+            prefix: "edge".into(),
+            region: "eu-central-1".into(),
+            path_style,
+            credentials: S3CredentialsConfig {
+                access_key_id: Some(SecretRef::File(key_file.clone())),
+                secret_access_key: Some(SecretRef::File(key_file)),
+                file: None,
+                profile: None,
+            },
+            interval_secs: 3600,
+            timeout_secs: 5,
+            max_bundle_mb: 1,
+        }
+    }
+
+    #[test]
+    fn https_clients_build_with_ring_and_both_url_styles_address_the_bucket() {
+        // Building an HTTPS-capable client must not need aws-lc (it would panic
+        // without a process default provider).
+        let vhost = S3Client::new(&config("https://s3.eu-central-1.amazonaws.com", false)).unwrap();
+        assert_eq!(
+            vhost.bucket.object_url("edge/index.json").unwrap().as_str(),
+            "https://models.s3.eu-central-1.amazonaws.com/edge/index.json"
+        );
+        let path = S3Client::new(&config("http://127.0.0.1:9000", true)).unwrap();
+        assert_eq!(
+            path.bucket.object_url("edge/index.json").unwrap().as_str(),
+            "http://127.0.0.1:9000/models/edge/index.json"
+        );
+        let debug = format!("{vhost:?}");
+        assert!(
+            debug.contains("models") && !debug.contains("K\n"),
+            "{debug}"
+        );
+        // A missing secret names where it looked, not a value.
+        let mut c = config("https://s3.example.com", false);
+        c.credentials.secret_access_key = Some(SecretRef::Env("EDGEGW_SURELY_UNSET_S3_SK".into()));
+        let e = S3Client::new(&c).unwrap_err().to_string();
+        assert!(e.contains("EDGEGW_SURELY_UNSET_S3_SK"), "{e}");
+    }
+
     #[test]
     fn error_code_takes_only_the_code() {
         let body = b"<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>AKIDSECRET</AWSAccessKeyId></Error>";
