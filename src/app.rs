@@ -243,10 +243,7 @@ impl Gateway {
 }
 
 fn profile_key(d: &DeviceConfig) -> String {
-    std::path::Path::new(&d.profile)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| d.profile.clone())
+    crate::config::profile_name(&d.profile)
 }
 
 /// The processing stage on a blocking thread (FFT and inference are CPU work):

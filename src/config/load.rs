@@ -457,7 +457,8 @@ fn resolve_profile(dir: &Path, reference: &str) -> PathBuf {
     }
 }
 
-fn profile_name(reference: &str) -> String {
+/// The profile name a device reference resolves to (the file stem).
+pub(crate) fn profile_name(reference: &str) -> String {
     Path::new(reference)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

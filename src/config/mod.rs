@@ -7,6 +7,7 @@
 mod load;
 mod secret;
 
+pub(crate) use load::profile_name;
 pub use load::{check_all, load, CheckReport, Loaded};
 pub use secret::{SecretError, SecretRef};
 

@@ -123,8 +123,6 @@ mod tests {
 
     #[test]
     fn a_plain_string_is_refused_with_advice() {
-        let e = toml::from_str::<toml::Table>("x = 1").map(|_| ());
-        assert!(e.is_ok());
         #[derive(Deserialize, Debug)]
         struct T {
             #[allow(dead_code)]
@@ -135,10 +133,8 @@ mod tests {
             err.message().contains("never read from the config file"),
             "{err}"
         );
-        assert!(
-            !err.to_string().contains("hunter2")
-                || err.to_string().contains("password = \"hunter2\"")
-        );
+        // `edgegw check` prints the message, which must not echo the value.
+        assert!(!err.message().contains("hunter2"), "{}", err.message());
         let ok: T = toml::from_str("password = { env = \"PG_PW\" }").unwrap();
         assert_eq!(
             format!("{:?}", ok.password),
