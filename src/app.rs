@@ -44,6 +44,8 @@ pub struct Gateway {
     source_tx: Option<mpsc::Sender<SourceBatch>>,
     processor: JoinHandle<(Processor, u64)>,
     writer: JoinHandle<WriterReport>,
+    /// Upstream forwarders; stopped after the writer has drained.
+    forwarders: Option<crate::upstream::Forwarders>,
     outbox: OutboxHandle,
     alerts: broadcast::Sender<AlertRecord>,
     /// Per-device counters, by device id.
@@ -169,8 +171,10 @@ impl Gateway {
             outbox.clone(),
             outbox_rx,
             config.outbox.clone(),
-            notify,
+            notify.clone(),
         ));
+        // Upstream forwarders: one task per enabled upstream, stopped last.
+        let forwarders = crate::upstream::spawn_forwarders(config, &outbox, &notify);
         let processor = spawn_processor(processor, source_rx, outbox_tx, alerts.clone());
 
         let sources_cancel = CancellationToken::new();
@@ -190,6 +194,7 @@ impl Gateway {
             source_tx: Some(source_tx),
             processor,
             writer,
+            forwarders: Some(forwarders),
             outbox,
             alerts,
             devices,
@@ -210,6 +215,16 @@ impl Gateway {
 
     pub fn outbox(&self) -> &OutboxHandle {
         &self.outbox
+    }
+
+    /// Per-upstream delivery counters (sent, acked, retried, dead-lettered, lag).
+    pub fn upstream_metrics(
+        &self,
+    ) -> BTreeMap<&'static str, Arc<crate::upstream::UpstreamMetrics>> {
+        self.forwarders
+            .as_ref()
+            .map(|f| f.metrics.clone())
+            .unwrap_or_default()
     }
 
     /// Orderly shutdown: sources first, then everything in flight into the outbox.
@@ -233,6 +248,10 @@ impl Gateway {
             abandoned = writer.records_abandoned,
             "Pipeline drained into the outbox"
         );
+        // Forwarders stop last, between batches (never between a write and its ack).
+        if let Some(f) = self.forwarders.take() {
+            f.stop().await;
+        }
         Ok(ShutdownReport {
             processor: *processor.counters(),
             batches,

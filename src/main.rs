@@ -65,6 +65,13 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Upstream tools: create the cloud-compatible schema, check every upstream.
+    Upstream {
+        #[arg(long, global = true, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: UpstreamCommand,
+    },
     /// Modbus technician tools.
     Modbus {
         #[command(subcommand)]
@@ -110,6 +117,16 @@ enum ModelsCommand {
     Sync,
     /// What is cached, what is active, and why each device channel uses its bundle.
     List,
+}
+
+#[derive(Subcommand)]
+enum UpstreamCommand {
+    /// Create the missing tables (sensors, sensor_readings, anomaly_alerts,
+    /// sensor_readings_hourly) in the TimescaleDB upstream; never drops or alters.
+    InitSchema,
+    /// Check every configured upstream: database schema (tables, columns, keys),
+    /// Redis, MQTT broker. Exit 0 when usable, 2 when not.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -218,6 +235,10 @@ fn main() -> ExitCode {
             init_tracing(cli.log_format.unwrap_or_default(), "warn");
             exit_with(models_command(&config, command))
         }
+        Command::Upstream { config, command } => {
+            init_tracing(cli.log_format.unwrap_or_default(), "warn");
+            upstream_command(&config, command)
+        }
         Command::Modbus {
             command: ModbusCommand::Read(args),
         } => {
@@ -311,6 +332,34 @@ fn run_async_value<T, F: std::future::Future<Output = anyhow::Result<T>>>(
         .build()
         .context("cannot start the async runtime")?
         .block_on(f)
+}
+
+fn upstream_command(config_path: &std::path::Path, command: UpstreamCommand) -> ExitCode {
+    let loaded = match config::load(config_path) {
+        Ok(l) => l,
+        Err(diags) => {
+            print_diags(&diags);
+            eprintln!("edgegw: {} has errors", config_path.display());
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let mut out = std::io::stdout();
+    let mut usable = true;
+    let r = run_async(async {
+        match command {
+            UpstreamCommand::InitSchema => {
+                edgegw::upstream::cli::init_schema(&loaded.config, &mut out).await?
+            }
+            UpstreamCommand::Check => {
+                usable = edgegw::upstream::cli::check(&loaded.config, &mut out).await?
+            }
+        }
+        Ok(())
+    });
+    match r {
+        Ok(()) if !usable => ExitCode::from(EXIT_INVALID),
+        other => exit_with(other),
+    }
 }
 
 fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {

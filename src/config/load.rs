@@ -156,6 +156,7 @@ fn check_config(
     // Sections whose owners validate their own settings ("field.path: message").
     let mut settings_problems = c.outbox.validate();
     settings_problems.extend(c.models.validate());
+    settings_problems.extend(c.upstreams.validate());
     if let Err(p) = c.pipeline.validate() {
         settings_problems.extend(p);
     }

@@ -6,10 +6,14 @@
 
 mod load;
 mod secret;
+mod upstreams;
 
 pub(crate) use load::profile_name;
 pub use load::{check_all, load, CheckReport, Loaded};
 pub use secret::{SecretError, SecretRef};
+pub use upstreams::{
+    Delivery, HttpUpstream, MqttUpstream, RedisUpstream, TimescaleUpstream, UpstreamsConfig,
+};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -459,78 +463,6 @@ pub struct S3CredentialsConfig {
     pub file: Option<PathBuf>,
     /// The section of `file` to use; default `default`.
     pub profile: Option<String>,
-}
-
-/// Upstreams. Each one keeps its own cursor in the outbox; a record leaves the
-/// outbox when every enabled upstream has acknowledged it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamsConfig {
-    pub timescale: Option<TimescaleUpstream>,
-    pub redis: Option<RedisUpstream>,
-    pub http: Option<HttpUpstream>,
-    pub mqtt: Option<MqttUpstream>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimescaleUpstream {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// `postgres://user@host:5432/db` without the password; `?sslmode=require` for TLS.
-    pub url: String,
-    pub password: Option<SecretRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisUpstream {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// `redis://host:6379/0` without the password.
-    pub url: String,
-    pub password: Option<SecretRef>,
-    /// Key prefix for everything the gateway writes (streams, hashes, channels).
-    #[serde(default = "default_redis_prefix")]
-    pub key_prefix: String,
-}
-
-fn default_redis_prefix() -> String {
-    "smartmaint:".into()
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpUpstream {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Base URL of the ingest API, e.g. `https://ingest.example.com`.
-    pub url: String,
-    /// Sent as `X-API-Key`.
-    pub api_key: SecretRef,
-    /// Requests per second; the cloud drops above about 100/s across all gateways.
-    #[serde(default = "default_http_rate")]
-    pub rate_per_s: f64,
-}
-
-fn default_http_rate() -> f64 {
-    50.0
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttUpstream {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Name of a broker in `[mqtt_brokers]` (the cloud broker).
-    pub broker: String,
-    /// Topic template; `{gateway}`, `{kind}` and `{sensor_id}` are filled in.
-    #[serde(default = "default_mqtt_upstream_topic")]
-    pub topic: String,
-}
-
-fn default_mqtt_upstream_topic() -> String {
-    "smartmaint/{gateway}/{kind}/{sensor_id}".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -1,12 +1,221 @@
 //! Upstream forwarders: the only code that knows a wire format of the cloud.
 //!
-//! Each forwarder reads the outbox through its own cursor (`peek`), delivers, and
-//! acknowledges (`ack(up_to_id)`) only what the upstream has confirmed.
+//! Each enabled upstream runs one [`forwarder::run_forwarder`] task: it reads the
+//! outbox through its own cursor (`peek`), hands a batch to its [`Sink`]
+//! (`timescale`, `redis`, `http`, `mqtt`), dead-letters what the sink rejected for
+//! good, and acknowledges (`ack(up_to_id)`) only what the upstream confirmed. The
+//! loop owns batching, backoff, the circuit breaker, the drain rate and the
+//! per-upstream [`UpstreamMetrics`]; a sink only speaks its protocol.
+//!
+//! Must not: touch SQLite other than through [`crate::outbox::OutboxHandle`], ack a
+//! record before the upstream confirmed it, or let one upstream wait for another.
+//! Wire formats and table mappings are documented in docs/upstreams.md.
+
+pub mod cli;
+pub mod forwarder;
+pub mod http;
+pub mod map;
+pub mod metrics;
+pub mod mqtt;
+pub mod redis;
+pub mod schema;
+pub mod timescale;
+pub mod tls;
+
+pub use forwarder::{run_forwarder, ForwarderReport};
+pub use metrics::{MetricsSnapshot, UpstreamMetrics};
+
+use crate::record::StoredRecord;
+use std::future::Future;
 
 /// Whether this build implements the named upstream (`timescale`, `redis`, `http`,
 /// `mqtt`). `edgegw check` refuses an enabled upstream that is not implemented
 /// rather than letting records pile up for a forwarder that never runs.
 pub fn implemented(name: &str) -> bool {
-    let _ = name;
-    false
+    matches!(name, "timescale" | "redis" | "http" | "mqtt")
+}
+
+/// Why a batch could not be delivered now. Every variant means "retry later": a
+/// record that can never be delivered is reported in [`Outcome::rejected`] instead.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection (refused, reset, DNS, TLS handshake).
+    #[error("{upstream}: cannot connect to {target}: {detail}")]
+    Connect {
+        upstream: &'static str,
+        target: String,
+        detail: String,
+    },
+    /// The connection broke or the server failed while writing.
+    #[error("{upstream}: write to {target} failed: {detail}")]
+    Write {
+        upstream: &'static str,
+        target: String,
+        detail: String,
+    },
+    /// The batch took longer than `timeout_ms`.
+    #[error("{upstream}: no confirmation from {target} within {timeout_ms} ms")]
+    Timeout {
+        upstream: &'static str,
+        target: String,
+        timeout_ms: u64,
+    },
+    /// A local setting is unusable (a secret that cannot be read, a bad CA file); it
+    /// is retried because an operator can fix it without restarting.
+    #[error("{upstream}: {detail}")]
+    Config {
+        upstream: &'static str,
+        detail: String,
+    },
+}
+
+/// What a sink did with a batch.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// How many records from the start of the batch are finished (delivered, skipped
+    /// as irrelevant for this upstream, or rejected). The forwarder acks up to the
+    /// last of them.
+    pub done: usize,
+    /// Records (by outbox id) the upstream refused for good, with the reason; they
+    /// are among the first `done` and are dead-lettered for this upstream.
+    pub rejected: Vec<(i64, String)>,
+    /// Why the sink stopped before the end of the batch (`done < batch.len()`).
+    pub error: Option<UpstreamError>,
+    /// An error that every further record will hit too (HTTP 403: a bad API key); it
+    /// is counted and logged loudly even though the records are dead-lettered.
+    pub auth_failures: u64,
+}
+
+impl Outcome {
+    /// Everything delivered.
+    pub fn all(n: usize) -> Outcome {
+        Outcome {
+            done: n,
+            ..Outcome::default()
+        }
+    }
+
+    /// Nothing delivered.
+    pub fn failed(error: UpstreamError) -> Outcome {
+        Outcome {
+            error: Some(error),
+            ..Outcome::default()
+        }
+    }
+}
+
+/// One upstream protocol. Implementations must make `deliver` idempotent: the same
+/// records may come again after a crash, a timeout or a reset cursor.
+pub trait Sink: Send {
+    /// The upstream's name (the outbox cursor name): `timescale`, `redis`, ...
+    fn name(&self) -> &'static str;
+
+    /// Delivers `batch` in order; see [`Outcome`].
+    fn deliver(&mut self, batch: &[StoredRecord]) -> impl Future<Output = Outcome> + Send;
+
+    /// Estimated wire size of a record, for `batch_max_bytes`.
+    fn record_bytes(&self, record: &StoredRecord) -> usize {
+        map::approx_bytes(&record.record)
+    }
+
+    /// Forgets the connection (after a timeout the state of the session is unknown).
+    fn reset(&mut self) {}
+}
+
+/// The running forwarders of a gateway, one task per enabled upstream.
+pub struct Forwarders {
+    cancel: tokio_util::sync::CancellationToken,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<ForwarderReport>)>,
+    /// Counters per upstream name.
+    pub metrics: std::collections::BTreeMap<&'static str, std::sync::Arc<UpstreamMetrics>>,
+}
+
+impl Forwarders {
+    /// Stops every forwarder (between batches, never between a write and its ack)
+    /// and returns what each did. Call after the outbox writer has drained.
+    pub async fn stop(self) -> Vec<(&'static str, ForwarderReport)> {
+        self.cancel.cancel();
+        let mut out = Vec::new();
+        for (name, task) in self.tasks {
+            match task.await {
+                Ok(r) => out.push((name, r)),
+                Err(e) => tracing::error!(upstream = name, error = %e, "Forwarder task failed"),
+            }
+        }
+        out
+    }
+}
+
+/// Starts one forwarder per enabled upstream of `config` on the current runtime.
+/// `notify` is the outbox writer's wake-up.
+pub fn spawn_forwarders(
+    config: &crate::config::GatewayConfig,
+    outbox: &crate::outbox::OutboxHandle,
+    notify: &std::sync::Arc<tokio::sync::Notify>,
+) -> Forwarders {
+    use std::sync::Arc;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut metrics = std::collections::BTreeMap::new();
+    let gateway = config.gateway.id.as_str();
+    let u = &config.upstreams;
+    let mut start = |name: &'static str,
+                     task: Box<
+        dyn FnOnce(
+            Arc<UpstreamMetrics>,
+            tokio_util::sync::CancellationToken,
+        ) -> tokio::task::JoinHandle<ForwarderReport>,
+    >| {
+        let m = Arc::new(UpstreamMetrics::default());
+        metrics.insert(name, m.clone());
+        tasks.push((name, task(m, cancel.child_token())));
+    };
+    if let Some(cfg) = u.timescale.as_ref().filter(|c| c.enabled) {
+        let locations = config
+            .devices
+            .iter()
+            .map(|d| (d.id.clone(), d.location.clone()))
+            .collect();
+        let sink = timescale::TimescaleSink::new(cfg.clone(), gateway, locations);
+        let (ob, d, n) = (outbox.clone(), cfg.delivery(), notify.clone());
+        start(
+            "timescale",
+            Box::new(move |m, c| tokio::spawn(run_forwarder(sink, ob, d, n, m, c))),
+        );
+    }
+    if let Some(cfg) = u.redis.as_ref().filter(|c| c.enabled) {
+        let sink = redis::RedisSink::new(cfg.clone(), gateway);
+        let (ob, d, n) = (outbox.clone(), cfg.delivery(), notify.clone());
+        start(
+            "redis",
+            Box::new(move |m, c| tokio::spawn(run_forwarder(sink, ob, d, n, m, c))),
+        );
+    }
+    if let Some(cfg) = u.http.as_ref().filter(|c| c.enabled) {
+        let sink = http::HttpSink::new(cfg.clone(), gateway);
+        let (ob, d, n) = (outbox.clone(), cfg.delivery(), notify.clone());
+        start(
+            "http",
+            Box::new(move |m, c| tokio::spawn(run_forwarder(sink, ob, d, n, m, c))),
+        );
+    }
+    if let Some(cfg) = u.mqtt.as_ref().filter(|c| c.enabled) {
+        match config.mqtt_brokers.get(&cfg.broker) {
+            Some(b) => {
+                let sink = mqtt::MqttSink::new(cfg.clone(), &cfg.broker, b.clone(), gateway);
+                let (ob, d, n) = (outbox.clone(), cfg.delivery(), notify.clone());
+                start(
+                    "mqtt",
+                    Box::new(move |m, c| tokio::spawn(run_forwarder(sink, ob, d, n, m, c))),
+                );
+            }
+            None => tracing::error!(broker = %cfg.broker,
+                "The MQTT upstream names a broker missing from [mqtt_brokers]; not forwarding"),
+        }
+    }
+    Forwarders {
+        cancel,
+        tasks,
+        metrics,
+    }
 }

@@ -1,0 +1,288 @@
+//! The loop every upstream shares: peek a batch after the cursor, deliver it through
+//! the [`Sink`], dead-letter what was refused for good, ack what was confirmed.
+//!
+//! Batches are bounded by `batch_max_records` and `batch_max_bytes`. A failed batch
+//! is retried after a jittered exponential backoff; `breaker_failures` failures in a
+//! row open the circuit breaker for `breaker_open_secs` plus a random part of
+//! `recovery_jitter_ms` (so gateways that lost the cloud together come back at
+//! different moments), then one trial batch decides. A token bucket holds the pace
+//! to `drain_rate_per_s`, which is what limits a backlog after an outage.
+//!
+//! Cancellation is looked at only between batches and while waiting: never between
+//! an upstream write and the outbox ack. Must not: know a wire format.
+
+use super::metrics::UpstreamMetrics;
+use super::{Outcome, Sink, UpstreamError};
+use crate::config::Delivery;
+use crate::outbox::OutboxHandle;
+use crate::record::now_us;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What a forwarder did, returned when it is cancelled.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ForwarderReport {
+    pub acked: u64,
+    pub dead_lettered: u64,
+    pub failed_batches: u64,
+}
+
+/// Token bucket over records: `rate` per second, bursts of up to one second's worth
+/// (or one batch, if larger). Debt is allowed, so a batch bigger than the bucket
+/// waits exactly as long as its size needs.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64) -> TokenBucket {
+        TokenBucket {
+            rate,
+            tokens: rate,
+            last: Instant::now(),
+        }
+    }
+
+    /// How long to wait before sending `n` records (zero when unlimited).
+    fn take(&mut self, n: usize) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let cap = self.rate.max(n as f64);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(cap);
+        self.last = now;
+        self.tokens -= n as f64;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+/// A random 50..100 % of `d` ("equal jitter").
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Sleeps unless cancelled first; returns false when cancelled.
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    if d.is_zero() {
+        return !cancel.is_cancelled();
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = cancel.cancelled() => false,
+    }
+}
+
+/// Runs one upstream until `cancel` fires. `notify` is the outbox writer's wake-up.
+pub async fn run_forwarder<S: Sink>(
+    mut sink: S,
+    outbox: OutboxHandle,
+    delivery: Delivery,
+    notify: Arc<Notify>,
+    metrics: Arc<UpstreamMetrics>,
+    cancel: CancellationToken,
+) -> ForwarderReport {
+    let name = sink.name();
+    let mut report = ForwarderReport::default();
+    let mut bucket = TokenBucket::new(delivery.drain_rate_per_s);
+    let idle = Duration::from_millis(delivery.idle_poll_ms.max(1));
+    let backoff_initial = Duration::from_millis(delivery.backoff_initial_ms.max(1));
+    let backoff_max = Duration::from_millis(delivery.backoff_max_ms).max(backoff_initial);
+    let timeout = Duration::from_millis(delivery.timeout_ms);
+    let mut backoff = backoff_initial;
+    let mut failures: u32 = 0;
+    let mut breaker_until: Option<Instant> = None;
+    tracing::info!(upstream = name, "Forwarder started");
+
+    while !cancel.is_cancelled() {
+        // Register for the writer's wake-up before looking, so none is lost.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let peeked = match outbox.peek(name, delivery.batch_max_records.max(1)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(upstream = name, error = %e, "Cannot read the outbox");
+                if !sleep_or_cancel(idle, &cancel).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if peeked.is_empty() {
+            metrics.lag_ms.store(0, Ordering::Relaxed);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(idle) => {}
+                _ = cancel.cancelled() => break,
+            }
+            continue;
+        }
+        let mut n = 0;
+        let mut bytes = 0;
+        for r in &peeked {
+            let b = sink.record_bytes(r);
+            if n > 0 && bytes + b > delivery.batch_max_bytes {
+                break;
+            }
+            bytes += b;
+            n += 1;
+        }
+        let batch = &peeked[..n];
+        let lag_ms = (now_us() - batch[0].created_us).max(0) / 1000;
+        metrics.lag_ms.store(lag_ms as u64, Ordering::Relaxed);
+
+        if let Some(until) = breaker_until {
+            if Instant::now() < until {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = cancel.cancelled() => break,
+                }
+            }
+            tracing::info!(upstream = name, "Circuit half-open: trying one batch");
+        }
+        if !sleep_or_cancel(bucket.take(n), &cancel).await {
+            break;
+        }
+
+        UpstreamMetrics::add(&metrics.sent, n as u64);
+        let outcome = match tokio::time::timeout(timeout, sink.deliver(batch)).await {
+            Ok(o) => o,
+            Err(_) => {
+                // The session state is unknown after a timeout: start afresh.
+                sink.reset();
+                Outcome::failed(UpstreamError::Timeout {
+                    upstream: name,
+                    target: String::new(),
+                    timeout_ms: delivery.timeout_ms,
+                })
+            }
+        };
+        let Outcome {
+            done,
+            rejected,
+            error,
+            auth_failures,
+        } = outcome;
+        let done = done.min(n);
+
+        if auth_failures > 0 {
+            UpstreamMetrics::add(&metrics.auth_errors, auth_failures);
+            tracing::error!(upstream = name, count = auth_failures,
+                "The upstream refuses our credentials: every record will fail until the key is fixed");
+        }
+        // Dead letters first, then the ack that moves the cursor past them.
+        let mut ack_ok = true;
+        for (id, reason) in &rejected {
+            match outbox.dead_letter(name, *id, reason).await {
+                Ok(()) => {
+                    report.dead_lettered += 1;
+                    UpstreamMetrics::add(&metrics.dead_lettered, 1);
+                    tracing::warn!(upstream = name, id, reason = %reason, "Record dead-lettered");
+                }
+                Err(e) => {
+                    tracing::error!(upstream = name, id, error = %e,
+                        "Cannot dead-letter a record; it will be sent again");
+                    ack_ok = false;
+                }
+            }
+        }
+        if done > 0 && ack_ok {
+            match outbox.ack(name, batch[done - 1].id).await {
+                Ok(()) => {
+                    let acked = (done - rejected.len().min(done)) as u64;
+                    report.acked += acked;
+                    UpstreamMetrics::add(&metrics.acked, acked);
+                }
+                Err(e) => {
+                    tracing::error!(upstream = name, error = %e,
+                        "Cannot record the acknowledgement; the batch will be sent again");
+                }
+            }
+        }
+
+        match error {
+            None => {
+                if failures > 0 {
+                    tracing::info!(
+                        upstream = name,
+                        failures,
+                        "Upstream reachable again: draining"
+                    );
+                }
+                failures = 0;
+                backoff = backoff_initial;
+                breaker_until = None;
+                metrics.breaker_open.store(false, Ordering::Relaxed);
+            }
+            Some(err) => {
+                failures += 1;
+                report.failed_batches += 1;
+                UpstreamMetrics::add(&metrics.retried, 1);
+                if failures == 1 || failures % 20 == 0 {
+                    tracing::warn!(upstream = name, attempts = failures, error = %err,
+                        "Delivery failed: will retry");
+                }
+                if failures >= delivery.breaker_failures.max(1) {
+                    let extra = Duration::from_millis(
+                        (fastrand::f64() * delivery.recovery_jitter_ms as f64) as u64,
+                    );
+                    let open = Duration::from_secs(delivery.breaker_open_secs) + extra;
+                    if breaker_until.is_none() {
+                        UpstreamMetrics::add(&metrics.breaker_trips, 1);
+                        tracing::error!(upstream = name, open_ms = open.as_millis() as u64, error = %err,
+                            "Circuit open: pausing deliveries to this upstream");
+                    }
+                    metrics.breaker_open.store(true, Ordering::Relaxed);
+                    breaker_until = Some(Instant::now() + open);
+                } else if !sleep_or_cancel(jittered(backoff), &cancel).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(backoff_max);
+            }
+        }
+    }
+    tracing::info!(
+        upstream = name,
+        acked = report.acked,
+        dead_lettered = report.dead_lettered,
+        "Forwarder stopped"
+    );
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_paces_batches() {
+        let mut b = TokenBucket::new(100.0);
+        // A full bucket lets one second's worth through at once.
+        assert_eq!(b.take(100), Duration::ZERO);
+        // The next 50 need half a second.
+        let w = b.take(50);
+        assert!((w.as_secs_f64() - 0.5).abs() < 0.05, "{w:?}");
+        assert_eq!(TokenBucket::new(0.0).take(1_000_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full() {
+        for _ in 0..100 {
+            let j = jittered(Duration::from_millis(1000));
+            assert!(j >= Duration::from_millis(500) && j <= Duration::from_millis(1000));
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The cloud's HTTP ingest API: `POST <url>/api/v1/data/ingest`, one reading per
+//! request, `X-API-Key`, `Idempotency-Key` = record key.
+//!
+//! Readings only: windows, alerts and summaries are acknowledged without being sent
+//! (they reach the cloud through the database path). A token bucket holds requests
+//! to `rate_per_s`; up to `max_in_flight` are open at once. 200 -> delivered;
+//! 400/422 -> dead letter with the body; 401/403 -> dead letter and an auth error;
+//! 404/405, 408, 429, 5xx, timeouts and transport errors -> retry. Readings the cloud
+//! rejects by rule (negative values, older than `max_age_hours`) are dead-lettered
+//! here without a request. Must not: send more than one reading per request.
+
+use super::map;
+use super::{Outcome, Sink, UpstreamError};
+use crate::config::HttpUpstream;
+use crate::record::{now_us, Record, StoredRecord};
+use futures_util::stream::{self, StreamExt};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Path of the ingest endpoint below the configured base URL.
+pub const INGEST_PATH: &str = "/api/v1/data/ingest";
+
+/// What one request came to.
+enum Answer {
+    Delivered,
+    /// Refused for good: dead letter with this reason.
+    Rejected(String, bool),
+    /// Try again later.
+    Retry(String),
+}
+
+/// Token bucket for requests (burst of one second's worth).
+struct Pace {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pace {
+    fn new(rate: f64) -> Pace {
+        Pace {
+            rate,
+            tokens: 1.0,
+            last: Instant::now(),
+        }
+    }
+
+    /// When the next request may start.
+    fn next_slot(&mut self) -> Instant {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate)
+            .min(self.rate.max(1.0));
+        self.last = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+/// The HTTP ingest sink.
+pub struct HttpSink {
+    cfg: HttpUpstream,
+    gateway: String,
+    endpoint: String,
+    client: Option<reqwest::Client>,
+    api_key: Option<String>,
+    pace: Pace,
+}
+
+impl HttpSink {
+    pub fn new(cfg: HttpUpstream, gateway: &str) -> HttpSink {
+        let endpoint = format!("{}{}", cfg.url.trim_end_matches('/'), INGEST_PATH);
+        let pace = Pace::new(cfg.rate_per_s);
+        HttpSink {
+            cfg,
+            gateway: gateway.to_string(),
+            endpoint,
+            client: None,
+            api_key: None,
+            pace,
+        }
+    }
+
+    fn config_error(&self, detail: String) -> UpstreamError {
+        UpstreamError::Config {
+            upstream: "http",
+            detail,
+        }
+    }
+
+    fn ready(&mut self) -> Result<(reqwest::Client, String), UpstreamError> {
+        if self.api_key.is_none() {
+            let key = self
+                .cfg
+                .api_key
+                .resolve()
+                .map_err(|e| self.config_error(format!("api_key: {e}")))?;
+            self.api_key = Some(key);
+        }
+        if self.client.is_none() {
+            let tls = super::tls::client_config(self.cfg.ca_file.as_deref())
+                .map_err(|e| self.config_error(e))?;
+            let client = reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
+                .timeout(Duration::from_millis(self.cfg.timeout_ms.max(100)))
+                .connect_timeout(Duration::from_secs(10))
+                .user_agent(concat!("edgegw/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| self.config_error(format!("cannot build the HTTP client: {e}")))?;
+            self.client = Some(client);
+        }
+        match (&self.client, &self.api_key) {
+            (Some(c), Some(k)) => Ok((c.clone(), k.clone())),
+            _ => Err(self.config_error("HTTP client not ready".into())),
+        }
+    }
+
+    /// Why the cloud would refuse this reading by rule, if it would.
+    fn refused_by_rule(&self, rec: &StoredRecord) -> Option<String> {
+        let Record::Reading(r) = &rec.record else {
+            return None;
+        };
+        if !r.value.is_finite() {
+            return Some(format!("value {} is not a number the API accepts", r.value));
+        }
+        if r.value < 0.0 {
+            return Some(format!(
+                "negative value {} (the ingest API rejects negative values; the database upstream has it)",
+                r.value
+            ));
+        }
+        let max_age_us = i64::try_from(self.cfg.max_age_hours)
+            .unwrap_or(24)
+            .saturating_mul(3_600_000_000);
+        if now_us() - r.ts_us > max_age_us {
+            return Some(format!(
+                "reading older than {} h (the ingest API rejects readings older than 24 h; the database upstream has it)",
+                self.cfg.max_age_hours
+            ));
+        }
+        None
+    }
+}
+
+async fn post(
+    client: reqwest::Client,
+    endpoint: String,
+    api_key: String,
+    key: String,
+    body: String,
+    start: Instant,
+) -> Answer {
+    tokio::time::sleep_until(start).await;
+    let res = client
+        .post(&endpoint)
+        .header("X-API-Key", api_key)
+        .header("Idempotency-Key", key)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    let resp = match res {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => return Answer::Retry(format!("{endpoint}: timed out")),
+        Err(e) => return Answer::Retry(format!("{endpoint}: {e}")),
+    };
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let body: String = text.chars().take(500).collect();
+    match status {
+        200..=299 => Answer::Delivered,
+        401 | 403 => Answer::Rejected(format!("HTTP {status} (API key refused): {body}"), true),
+        404 | 405 | 408 | 429 => Answer::Retry(format!("{endpoint}: HTTP {status}: {body}")),
+        400..=499 => Answer::Rejected(format!("HTTP {status}: {body}"), false),
+        _ => Answer::Retry(format!("{endpoint}: HTTP {status}: {body}")),
+    }
+}
+
+impl Sink for HttpSink {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn record_bytes(&self, record: &StoredRecord) -> usize {
+        match record.record {
+            Record::Reading(_) => map::approx_bytes(&record.record) + 200,
+            _ => 16,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.client = None;
+    }
+
+    async fn deliver(&mut self, batch: &[StoredRecord]) -> Outcome {
+        let (client, api_key) = match self.ready() {
+            Ok(x) => x,
+            Err(e) => return Outcome::failed(e),
+        };
+        // Decide per record first: skip, refuse by rule, or a request at a paced slot.
+        enum Plan {
+            Skip,
+            Refuse(String),
+            Send(String, Instant),
+        }
+        let plans: Vec<Plan> = batch
+            .iter()
+            .map(|rec| match &rec.record {
+                Record::Reading(_) => match self.refused_by_rule(rec) {
+                    Some(reason) => Plan::Refuse(reason),
+                    None => Plan::Send(
+                        map::record_json(rec, &self.gateway).to_string(),
+                        self.pace.next_slot(),
+                    ),
+                },
+                _ => Plan::Skip,
+            })
+            .collect();
+        let endpoint = self.endpoint.clone();
+        // Owned inputs: the future must be Send and must not borrow the batch across
+        // the stream's closures.
+        let items: Vec<(String, Plan)> = batch.iter().map(|r| r.key.clone()).zip(plans).collect();
+        let answers: Vec<Answer> = stream::iter(items)
+            .map(|(key, plan)| {
+                let (client, endpoint, api_key) =
+                    (client.clone(), endpoint.clone(), api_key.clone());
+                async move {
+                    match plan {
+                        Plan::Skip => Answer::Delivered,
+                        Plan::Refuse(r) => Answer::Rejected(r, false),
+                        Plan::Send(body, at) => {
+                            post(client, endpoint, api_key, key, body, at).await
+                        }
+                    }
+                }
+            })
+            .buffered(self.cfg.max_in_flight.max(1))
+            .collect()
+            .await;
+        let mut out = Outcome::default();
+        for (rec, answer) in batch.iter().zip(answers) {
+            match answer {
+                Answer::Delivered => out.done += 1,
+                Answer::Rejected(reason, auth) => {
+                    out.done += 1;
+                    out.auth_failures += u64::from(auth);
+                    out.rejected.push((rec.id, reason));
+                }
+                Answer::Retry(detail) => {
+                    out.error = Some(UpstreamError::Write {
+                        upstream: "http",
+                        target: self.endpoint.clone(),
+                        detail,
+                    });
+                    break;
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,223 @@
+//! Redis: alerts go to a stream (`XADD ... MAXLEN ~ n`) and a pub/sub channel; the
+//! latest value of each sensor (and of each derived feature channel) is kept in a
+//! hash `<prefix>latest:<sensor_id>`. Summaries are not sent here.
+//!
+//! Idempotent by construction: an alert is written by one Lua script that first adds
+//! its record key to a sorted set of recently sent keys (`ZADD NX`) and does nothing
+//! when the key was already there; a latest-value hash only moves forward in time.
+//! Must not: rely on Redis persistence for anything the database path must keep.
+
+use super::map;
+use super::{Outcome, Sink, UpstreamError};
+use crate::config::RedisUpstream;
+use crate::record::{format_rfc3339, now_us, Record, StoredRecord};
+use redis::aio::MultiplexedConnection;
+use std::collections::BTreeMap;
+
+/// KEYS: seen-set, stream. ARGV: record key, now ms, window ms, maxlen, channel,
+/// payload, then the stream entry's field/value pairs.
+const ALERT_SCRIPT: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*'}
+for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call(unpack(args))
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+";
+
+/// KEYS: the sensor's hash. ARGV: ts_us, then field/value pairs. Only newer wins.
+const LATEST_SCRIPT: &str = r"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'ts_us') or '-1')
+if cur >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'ts_us', ARGV[1], unpack(ARGV, 2))
+return 1
+";
+
+/// The Redis sink.
+pub struct RedisSink {
+    cfg: RedisUpstream,
+    gateway: String,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl RedisSink {
+    pub fn new(cfg: RedisUpstream, gateway: &str) -> RedisSink {
+        RedisSink {
+            cfg,
+            gateway: gateway.to_string(),
+            conn: None,
+        }
+    }
+
+    /// Key of the alert stream.
+    pub fn stream_key(&self) -> String {
+        format!("{}{}", self.cfg.key_prefix, self.cfg.stream)
+    }
+
+    /// Key of the sorted set of recently sent alert record keys.
+    pub fn seen_key(&self) -> String {
+        format!("{}{}:sent-keys", self.cfg.key_prefix, self.cfg.stream)
+    }
+
+    /// Pub/sub channel of live alerts.
+    pub fn channel(&self) -> String {
+        format!("{}{}", self.cfg.key_prefix, self.cfg.channel)
+    }
+
+    /// Hash holding the latest value of `sensor_id`.
+    pub fn latest_key(&self, sensor_id: &str) -> String {
+        format!("{}latest:{}", self.cfg.key_prefix, sensor_id)
+    }
+
+    fn error(&self, e: &redis::RedisError) -> UpstreamError {
+        UpstreamError::Write {
+            upstream: "redis",
+            target: self.cfg.url.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    async fn connection(&mut self) -> Result<MultiplexedConnection, UpstreamError> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
+        }
+        let fail = |detail: String| UpstreamError::Connect {
+            upstream: "redis",
+            target: self.cfg.url.clone(),
+            detail,
+        };
+        let client =
+            redis::Client::open(self.cfg.url.as_str()).map_err(|e| UpstreamError::Config {
+                upstream: "redis",
+                detail: format!("url {}: {e}", self.cfg.url),
+            })?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(secret) = &self.cfg.password {
+            let pw = secret.resolve().map_err(|e| UpstreamError::Config {
+                upstream: "redis",
+                detail: format!("password: {e}"),
+            })?;
+            redis::cmd("AUTH")
+                .arg(pw)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| fail(format!("AUTH refused: {e}")))?;
+        }
+        self.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn build(&self, batch: &[StoredRecord]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        let now_ms = now_us() / 1000;
+        let window_ms = self.cfg.dedupe_window_hours.saturating_mul(3_600_000);
+        let (seen, stream, channel) = (self.seen_key(), self.stream_key(), self.channel());
+        // Latest value per sensor within the batch; older ones would lose anyway.
+        let mut latest: BTreeMap<String, (i64, Vec<(String, String)>)> = BTreeMap::new();
+        for rec in batch {
+            match &rec.record {
+                Record::Alert(a) => {
+                    let payload = map::record_json(rec, &self.gateway).to_string();
+                    let id = map::alert_id(&self.gateway, a).to_string();
+                    let evidence = map::alert_evidence(rec, a).to_string();
+                    let actions = serde_json::to_string(&a.recommended_actions)
+                        .unwrap_or_else(|_| "[]".into());
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(ALERT_SCRIPT)
+                        .arg(2)
+                        .arg(&seen)
+                        .arg(&stream)
+                        .arg(&rec.key)
+                        .arg(now_ms)
+                        .arg(window_ms)
+                        .arg(self.cfg.stream_maxlen)
+                        .arg(&channel)
+                        .arg(payload);
+                    for (k, v) in [
+                        ("record_key", rec.key.clone()),
+                        ("id", id),
+                        ("gateway", self.gateway.clone()),
+                        ("sensor_id", a.sensor_id.clone()),
+                        ("sensor_type", a.sensor_type.as_str().to_string()),
+                        ("anomaly_type", a.anomaly_type.clone()),
+                        ("severity", a.severity.to_string()),
+                        ("confidence", a.confidence.to_string()),
+                        ("description", a.description.clone()),
+                        ("status", map::alert_status(a).to_string()),
+                        ("state", format!("{:?}", a.state).to_lowercase()),
+                        ("timestamp", format_rfc3339(a.ts_us)),
+                        ("evidence", evidence),
+                        ("recommended_actions", actions),
+                    ] {
+                        cmd.arg(k).arg(v);
+                    }
+                    pipe.add_command(cmd);
+                }
+                Record::Reading(_) | Record::Window(_) => {
+                    for row in map::rows(rec) {
+                        let newer = latest
+                            .get(row.sensor_id.as_ref())
+                            .is_none_or(|(ts, _)| *ts < row.ts_us);
+                        if newer {
+                            let fields = vec![
+                                ("value".to_string(), row.value.to_string()),
+                                ("unit".to_string(), row.unit.unwrap_or("").to_string()),
+                                ("quality".to_string(), row.quality.to_string()),
+                                ("sensor_type".to_string(), row.sensor_type.to_string()),
+                                ("timestamp".to_string(), format_rfc3339(row.ts_us)),
+                                ("record_key".to_string(), rec.key.clone()),
+                            ];
+                            latest.insert(row.sensor_id.to_string(), (row.ts_us, fields));
+                        }
+                    }
+                }
+                Record::Summary(_) => {}
+            }
+        }
+        for (sensor, (ts, fields)) in latest {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(LATEST_SCRIPT)
+                .arg(1)
+                .arg(self.latest_key(&sensor))
+                .arg(ts);
+            for (k, v) in fields {
+                cmd.arg(k).arg(v);
+            }
+            pipe.add_command(cmd);
+        }
+        pipe
+    }
+}
+
+impl Sink for RedisSink {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn reset(&mut self) {
+        self.conn = None;
+    }
+
+    async fn deliver(&mut self, batch: &[StoredRecord]) -> Outcome {
+        let pipe = self.build(batch);
+        if pipe.is_empty() {
+            return Outcome::all(batch.len());
+        }
+        let mut conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => return Outcome::failed(e),
+        };
+        match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
+            Ok(_) => Outcome::all(batch.len()),
+            Err(e) => {
+                let err = self.error(&e);
+                self.reset();
+                Outcome::failed(err)
+            }
+        }
+    }
+}
