@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! sources ──SourceBatch──▶ processor ──OutboxBatch──▶ writer ──▶ SQLite
-//!  (tasks, one root        (blocking thread:           (commits, then fires
-//!   cancellation)           validate, features,         source acks, wakes
+//!  (tasks, one child       (blocking thread:           (commits, then fires
+//!   token per group)        validate, features,         source acks, wakes
 //!                           detect, summarise)          forwarders)
 //! ```
 //!
@@ -12,18 +12,30 @@
 //! senders are gone, so the processor drains its channel, flushes partial summaries
 //! and ends; then the writer commits what it holds and ends. Nothing in flight is
 //! lost, and nothing is cancelled in the middle of commit -> ack.
+//!
+//! Reload (SIGHUP): sources run as *groups* (one task per TCP or serial device, per
+//! RTU bus, per MQTT broker), each under its own child cancellation token; a reload
+//! stops and restarts only the groups whose devices, profiles, port or broker changed
+//! ([`crate::ops::reload`]). The processor, the writer, the outbox and the upstream
+//! cursors keep running through it.
+//!
+//! The second half of this file wires operations around [`Gateway`]: systemd notify,
+//! the watchdog, reload, the status listener ([`run`]).
 
-use crate::config::{DeviceConfig, GatewayConfig, Loaded, SerialPortConfig, Transport};
+use crate::config::{GatewayConfig, Loaded};
 use crate::inference::{self, ModelRegistry, SharedRegistry};
+use crate::ops::reload::{self, GroupKey, GroupSpec, ReloadPlan};
+use crate::ops::Live;
 use crate::outbox::{run_writer, Outbox, OutboxBatch, OutboxHandle, WriterReport};
 use crate::pipeline::{ChannelLimits, Processor, ProcessorCounters, StateStore};
 use crate::record::{AlertRecord, Record};
 use crate::sources::{DeviceSpec, DeviceStats, SourceBatch};
 use anyhow::Context;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -37,22 +49,42 @@ const OUTBOX_CHANNEL: usize = 256;
 /// How long sources get to stop after they were cancelled.
 const SOURCE_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Channel limits for the processor thread, sent when a reload starts a device.
+type ChannelControl = std::sync::mpsc::Sender<(String, ChannelLimits)>;
+
 /// A running gateway.
 pub struct Gateway {
+    /// Parent of every source group's token: cancelling it stops all sources.
     sources_cancel: CancellationToken,
+    /// Every source task ever started (closed at shutdown, so `wait` can end).
     sources: TaskTracker,
+    /// The running source tasks, by group.
+    groups: BTreeMap<GroupKey, RunningGroup>,
     source_tx: Option<mpsc::Sender<SourceBatch>>,
+    /// Registers the channels of devices a reload starts before their first batch.
+    control: ChannelControl,
     processor: JoinHandle<(Processor, u64)>,
     writer: JoinHandle<WriterReport>,
     /// Upstream forwarders; stopped after the writer has drained.
     forwarders: Option<crate::upstream::Forwarders>,
     outbox: OutboxHandle,
     alerts: broadcast::Sender<AlertRecord>,
-    /// Per-device counters, by device id.
+    /// The config the gateway started with: sections that only a restart applies are
+    /// compared against it at every reload.
+    config: GatewayConfig,
+    live: Arc<Live>,
+    /// Per-device counters, by device id (kept across reloads for unchanged ids).
     pub devices: BTreeMap<String, Arc<DeviceStats>>,
     pub registry: SharedRegistry,
     /// The S3 model sync task, when `[models.s3]` is configured.
     pub models: Option<inference::sync::ModelSyncHandle>,
+}
+
+/// One source task and what it was built from.
+struct RunningGroup {
+    spec: GroupSpec,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
 }
 
 /// What happened, for the log line at exit and the demo's report.
@@ -63,6 +95,14 @@ pub struct ShutdownReport {
     pub writer: WriterReport,
     /// Sources that did not stop within the timeout (aborted).
     pub sources_aborted: bool,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadReport {
+    pub plan: ReloadPlan,
+    /// Changed sections that apply only at the next restart.
+    pub restart_needed: Vec<&'static str>,
 }
 
 /// Where the outbox file goes: `outbox.path`, else `<state_dir>/outbox.db`.
@@ -107,6 +147,26 @@ impl StateStore for OutboxState {
     }
 }
 
+/// Validation limits of every channel of a group's devices, from their profiles.
+fn channel_limits(spec: &GroupSpec) -> Vec<(String, ChannelLimits)> {
+    let mut out = Vec::new();
+    for m in &spec.members {
+        for (name, ch) in &m.profile.profile.channels {
+            out.push((
+                format!("{}.{}", m.config.id, name),
+                ChannelLimits {
+                    min: ch.min,
+                    max: ch.max,
+                    max_rate_per_s: ch.max_rate_per_s,
+                    stuck_after: ch.stuck_after,
+                    stale_after_ms: None,
+                },
+            ));
+        }
+    }
+    out
+}
+
 impl Gateway {
     /// Opens the outbox, builds the stages and starts a source for every runnable
     /// device.
@@ -134,37 +194,25 @@ impl Gateway {
             registry.clone(),
             Box::new(OutboxState(outbox.clone())),
         );
+        let live = Arc::new(Live::new(registry.clone()));
 
-        // Specs for every runnable device, and validation limits from the profiles.
-        let mut specs = Vec::new();
+        let groups = reload::groups(loaded);
         let mut devices = BTreeMap::new();
-        for d in &loaded.runnable {
-            let Some(profile) = loaded.profiles.get(&profile_key(d)) else {
-                continue;
-            };
-            let stats = Arc::new(DeviceStats::default());
-            devices.insert(d.id.clone(), stats.clone());
-            for (name, ch) in &profile.profile.channels {
-                processor.register_channel(
-                    &format!("{}.{}", d.id, name),
-                    ChannelLimits {
-                        min: ch.min,
-                        max: ch.max,
-                        max_rate_per_s: ch.max_rate_per_s,
-                        stuck_after: ch.stuck_after,
-                        stale_after_ms: None,
-                    },
-                );
+        for spec in groups.values() {
+            for m in &spec.members {
+                devices.insert(m.config.id.clone(), Arc::new(DeviceStats::default()));
             }
-            specs.push(DeviceSpec {
-                config: d.clone(),
-                profile: Arc::new(profile.clone()),
-                stats,
-            });
+            for (sensor_id, limits) in channel_limits(spec) {
+                processor.register_channel(&sensor_id, limits);
+            }
+        }
+        if let Ok(mut d) = live.devices.write() {
+            d.clone_from(&devices);
         }
 
         let (source_tx, source_rx) = mpsc::channel::<SourceBatch>(SOURCE_CHANNEL);
         let (outbox_tx, outbox_rx) = mpsc::channel::<OutboxBatch>(OUTBOX_CHANNEL);
+        let (control, control_rx) = std::sync::mpsc::channel();
         let (alerts, _) = broadcast::channel(256);
         let notify = Arc::new(Notify::new());
         let writer = tokio::spawn(run_writer(
@@ -175,32 +223,48 @@ impl Gateway {
         ));
         // Upstream forwarders: one task per enabled upstream, stopped last.
         let forwarders = crate::upstream::spawn_forwarders(config, &outbox, &notify);
-        let processor = spawn_processor(processor, source_rx, outbox_tx, alerts.clone());
-
-        let sources_cancel = CancellationToken::new();
-        let sources = TaskTracker::new();
-        spawn_sources(config, specs, &source_tx, &sources_cancel, &sources);
-        sources.close();
-
-        tracing::info!(
-            gateway = %config.gateway.id,
-            devices = devices.len(),
-            outbox = %outbox_path(config).display(),
-            "Gateway started"
+        if let Ok(mut u) = live.upstreams.write() {
+            u.clone_from(&forwarders.metrics);
+        }
+        let processor = spawn_processor(
+            processor,
+            source_rx,
+            control_rx,
+            outbox_tx,
+            alerts.clone(),
+            live.clone(),
         );
-        Ok(Gateway {
-            sources_cancel,
-            sources,
+
+        let mut gateway = Gateway {
+            sources_cancel: CancellationToken::new(),
+            sources: TaskTracker::new(),
+            groups: BTreeMap::new(),
             source_tx: Some(source_tx),
+            control,
             processor,
             writer,
             forwarders: Some(forwarders),
             outbox,
             alerts,
+            config: config.clone(),
+            live,
             devices,
             registry,
             models,
-        })
+        };
+        for (key, spec) in groups {
+            let running = gateway.spawn_group(spec);
+            gateway.groups.insert(key, running);
+        }
+        gateway.live.ready.store(true, Relaxed);
+        tracing::info!(
+            gateway = %config.gateway.id,
+            devices = gateway.devices.len(),
+            sources = gateway.groups.len(),
+            outbox = %outbox_path(config).display(),
+            "Gateway started"
+        );
+        Ok(gateway)
     }
 
     /// A sender into the pipeline, as the sources have (the demo and tests use it).
@@ -227,17 +291,188 @@ impl Gateway {
             .unwrap_or_default()
     }
 
+    /// Live counters and state for the status listener and the watchdog.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
+    }
+
+    /// Applies a new, valid config: stops the source groups that were removed or
+    /// changed, starts the changed and added ones. Everything else keeps running.
+    pub async fn reload(&mut self, new: &Loaded) -> ReloadReport {
+        let mut new_groups = reload::groups(new);
+        // The gateway id is restart-only; keep the running one in every group.
+        for g in new_groups.values_mut() {
+            g.gateway_id.clone_from(&self.config.gateway.id);
+        }
+        let old_groups: BTreeMap<GroupKey, GroupSpec> = self
+            .groups
+            .iter()
+            .map(|(k, g)| (k.clone(), g.spec.clone()))
+            .collect();
+        let plan = reload::plan(&old_groups, &new_groups);
+        let restart_needed = reload::restart_only_changes(&self.config, &new.config);
+
+        for key in &plan.stop {
+            if let Some(g) = self.groups.remove(key) {
+                stop_group(key, g).await;
+            }
+            if let Ok(mut s) = self.live.sources.write() {
+                s.remove(&key.to_string());
+            }
+        }
+        // Counters survive a restart of their device; removed devices disappear.
+        let wanted: BTreeSet<&String> = new_groups
+            .values()
+            .flat_map(|g| g.members.iter().map(|m| &m.config.id))
+            .collect();
+        self.devices.retain(|id, _| wanted.contains(id));
+        for id in wanted {
+            self.devices.entry(id.clone()).or_default();
+        }
+        if let Ok(mut d) = self.live.devices.write() {
+            d.clone_from(&self.devices);
+        }
+        for key in &plan.start {
+            let Some(spec) = new_groups.remove(key) else {
+                continue;
+            };
+            for limits in channel_limits(&spec) {
+                // Sent before the source starts, so the processor applies the limits
+                // before the device's first batch (it drains controls per batch).
+                let _ = self.control.send(limits);
+            }
+            let running = self.spawn_group(spec);
+            self.groups.insert(key.clone(), running);
+        }
+        ReloadReport {
+            plan,
+            restart_needed,
+        }
+    }
+
+    /// Starts the source task of one group under a child token of the root.
+    fn spawn_group(&mut self, spec: GroupSpec) -> RunningGroup {
+        let cancel = self.sources_cancel.child_token();
+        let name = spec.key.to_string();
+        let alive = Arc::new(AtomicBool::new(true));
+        if let Ok(mut s) = self.live.sources.write() {
+            s.insert(name.clone(), alive.clone());
+        }
+        let Some(tx) = self.source_tx.clone() else {
+            // Shutting down: nothing to start.
+            alive.store(false, Relaxed);
+            return RunningGroup {
+                spec,
+                cancel,
+                handle: tokio::spawn(async {}),
+            };
+        };
+        let devices: Vec<DeviceSpec> = spec
+            .members
+            .iter()
+            .map(|m| DeviceSpec {
+                config: m.config.clone(),
+                profile: m.profile.clone(),
+                stats: self.devices.entry(m.config.id.clone()).or_default().clone(),
+            })
+            .collect();
+        let token = cancel.clone();
+        let run: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match &spec.key {
+            GroupKey::ModbusTcp(id) => {
+                let id = id.clone();
+                let mut devices = devices;
+                let Some(device) = devices.pop() else {
+                    return self.empty_group(spec, cancel, alive);
+                };
+                Box::pin(async move {
+                    if let Err(e) = crate::sources::modbus::run_tcp(device, tx, token).await {
+                        tracing::error!(device = %id, "Modbus TCP source stopped: {e}");
+                    }
+                })
+            }
+            GroupKey::Serial(_) => {
+                let mut devices = devices;
+                let (Some(device), Some(port)) = (devices.pop(), spec.port.clone()) else {
+                    return self.empty_group(spec, cancel, alive);
+                };
+                let port_name = device
+                    .config
+                    .serial
+                    .as_ref()
+                    .map(|s| s.port.clone())
+                    .unwrap_or_default();
+                Box::pin(crate::sources::serial::run_serial(
+                    device, port_name, port, tx, token,
+                ))
+            }
+            GroupKey::ModbusRtu(bus) => {
+                let Some(port) = spec.port.clone() else {
+                    return self.empty_group(spec, cancel, alive);
+                };
+                let bus = bus.clone();
+                Box::pin(async move {
+                    let run =
+                        crate::sources::modbus::run_rtu_bus(bus.clone(), port, devices, tx, token);
+                    if let Err(e) = run.await {
+                        tracing::error!(bus = %bus, "Modbus RTU source stopped: {e}");
+                    }
+                })
+            }
+            GroupKey::Mqtt(broker_name) => {
+                let Some(broker) = spec.broker.clone() else {
+                    return self.empty_group(spec, cancel, alive);
+                };
+                Box::pin(crate::sources::mqtt::run_mqtt(
+                    broker_name.clone(),
+                    broker,
+                    spec.gateway_id.clone(),
+                    devices,
+                    tx,
+                    token,
+                ))
+            }
+        };
+        let handle = self.sources.spawn(async move {
+            run.await;
+            alive.store(false, Relaxed);
+        });
+        RunningGroup {
+            spec,
+            cancel,
+            handle,
+        }
+    }
+
+    fn empty_group(
+        &self,
+        spec: GroupSpec,
+        cancel: CancellationToken,
+        alive: Arc<AtomicBool>,
+    ) -> RunningGroup {
+        alive.store(false, Relaxed);
+        RunningGroup {
+            spec,
+            cancel,
+            handle: tokio::spawn(async {}),
+        }
+    }
+
     /// Orderly shutdown: sources first, then everything in flight into the outbox.
     pub async fn shutdown(mut self) -> anyhow::Result<ShutdownReport> {
+        self.live.ready.store(false, Relaxed);
         if let Some(models) = self.models.take() {
             models.stop().await;
         }
         self.sources_cancel.cancel();
+        self.sources.close();
         let aborted = tokio::time::timeout(SOURCE_STOP_TIMEOUT, self.sources.wait())
             .await
             .is_err();
         if aborted {
             tracing::warn!("Some sources did not stop in time; their last poll is lost");
+            for g in self.groups.values() {
+                g.handle.abort();
+            }
         }
         // With the sources gone, this was the last sender: the processor drains and ends.
         self.source_tx.take();
@@ -261,8 +496,16 @@ impl Gateway {
     }
 }
 
-fn profile_key(d: &DeviceConfig) -> String {
-    crate::config::profile_name(&d.profile)
+/// Cancels one group and waits (bounded) for its task; aborts it after the timeout.
+async fn stop_group(key: &GroupKey, mut g: RunningGroup) {
+    g.cancel.cancel();
+    if tokio::time::timeout(SOURCE_STOP_TIMEOUT, &mut g.handle)
+        .await
+        .is_err()
+    {
+        tracing::warn!(source = %key, "Source did not stop in time; aborted it");
+        g.handle.abort();
+    }
 }
 
 /// The processing stage on a blocking thread (FFT and inference are CPU work):
@@ -270,14 +513,23 @@ fn profile_key(d: &DeviceConfig) -> String {
 fn spawn_processor(
     mut processor: Processor,
     mut rx: mpsc::Receiver<SourceBatch>,
+    control: std::sync::mpsc::Receiver<(String, ChannelLimits)>,
     tx: mpsc::Sender<OutboxBatch>,
     alerts: broadcast::Sender<AlertRecord>,
+    live: Arc<Live>,
 ) -> JoinHandle<(Processor, u64)> {
     tokio::task::spawn_blocking(move || {
         let mut batches = 0u64;
         while let Some(batch) = rx.blocking_recv() {
+            // Channels of devices a reload started, before their first batch.
+            while let Ok((sensor_id, limits)) = control.try_recv() {
+                processor.register_channel(&sensor_id, limits);
+            }
             batches += 1;
+            let started = Instant::now();
             let records = processor.process(&batch.readings);
+            live.pipeline
+                .record(processor.counters(), started.elapsed());
             for r in &records {
                 if let Record::Alert(a) = r {
                     let _ = alerts.send(a.clone());
@@ -305,80 +557,6 @@ fn spawn_processor(
     })
 }
 
-/// One task per TCP device, per RTU bus, per serial device and per MQTT broker.
-fn spawn_sources(
-    config: &GatewayConfig,
-    specs: Vec<DeviceSpec>,
-    tx: &mpsc::Sender<SourceBatch>,
-    cancel: &CancellationToken,
-    tracker: &TaskTracker,
-) {
-    let mut rtu: BTreeMap<String, Vec<DeviceSpec>> = BTreeMap::new();
-    let mut mqtt: BTreeMap<String, Vec<DeviceSpec>> = BTreeMap::new();
-    for spec in specs {
-        match spec.config.transport() {
-            Some(Transport::ModbusTcp(_)) => {
-                let id = spec.config.id.clone();
-                let run = crate::sources::modbus::run_tcp(spec, tx.clone(), cancel.child_token());
-                tracker.spawn(async move {
-                    if let Err(e) = run.await {
-                        tracing::error!(device = %id, "Modbus TCP source stopped: {e}");
-                    }
-                });
-            }
-            Some(Transport::ModbusRtu(t)) => {
-                rtu.entry(t.port.clone()).or_default().push(spec);
-            }
-            Some(Transport::Serial(t)) => {
-                let Some(port) = config.serial_ports.get(&t.port) else {
-                    continue;
-                };
-                tracker.spawn(crate::sources::serial::run_serial(
-                    spec.clone(),
-                    t.port.clone(),
-                    port.clone(),
-                    tx.clone(),
-                    cancel.child_token(),
-                ));
-            }
-            Some(Transport::Mqtt(t)) => {
-                mqtt.entry(t.broker.clone()).or_default().push(spec);
-            }
-            None => {}
-        }
-    }
-    for (name, devices) in rtu {
-        let Some(port): Option<&SerialPortConfig> = config.serial_ports.get(&name) else {
-            continue;
-        };
-        let run = crate::sources::modbus::run_rtu_bus(
-            name.clone(),
-            port.clone(),
-            devices,
-            tx.clone(),
-            cancel.child_token(),
-        );
-        tracker.spawn(async move {
-            if let Err(e) = run.await {
-                tracing::error!(bus = %name, "Modbus RTU source stopped: {e}");
-            }
-        });
-    }
-    for (name, devices) in mqtt {
-        let Some(broker) = config.mqtt_brokers.get(&name) else {
-            continue;
-        };
-        tracker.spawn(crate::sources::mqtt::run_mqtt(
-            name.clone(),
-            broker.clone(),
-            config.gateway.id.clone(),
-            devices,
-            tx.clone(),
-            cancel.child_token(),
-        ));
-    }
-}
-
 /// Waits for SIGTERM or SIGINT (for tools that run until stopped).
 pub async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -400,6 +578,7 @@ pub async fn wait_for_stop_signal() {
 
 /// `edgegw check --explain`: the Modbus read plan of every runnable device.
 pub fn explain_plans(loaded: &Loaded) -> String {
+    use crate::config::Transport;
     let mut out = String::new();
     for d in &loaded.runnable {
         if !matches!(
@@ -408,7 +587,7 @@ pub fn explain_plans(loaded: &Loaded) -> String {
         ) {
             continue;
         }
-        let Some(p) = loaded.profiles.get(&profile_key(d)) else {
+        let Some(p) = loaded.profiles.get(&reload::profile_key(d)) else {
             continue;
         };
         out.push_str(&format!("\ndevice {} (profile {}):\n", d.id, p.name));
@@ -420,22 +599,296 @@ pub fn explain_plans(loaded: &Loaded) -> String {
     out
 }
 
-/// `edgegw run`: start, wait for a signal, shut down in order.
+// ---------------------------------------------------------------------------------
+// Operations wiring: systemd notify, watchdog, reload, status listener.
+// The data path above knows nothing of these; they only read `Live` and call
+// `Gateway::reload`.
+// ---------------------------------------------------------------------------------
+
+use crate::ops::metrics::{Metrics, Series};
+use crate::ops::notify::Notifier;
+use crate::ops::watchdog::{self, Verdict, Watchdog};
+
+/// The operations side of a running gateway.
+struct Ops {
+    notifier: Notifier,
+    /// `WatchdogSec=` as systemd passed it, when it is meant for us.
+    watchdog: Option<Duration>,
+    metrics: Metrics,
+    reload_ok: Series,
+    reload_invalid: Series,
+    reload_last_success: Series,
+    reload_last_time: Series,
+    reload_restart_needed: Series,
+    source_restarts: Series,
+    pings_sent: Series,
+    pings_withheld: Series,
+    /// Stops the probe loop and the listener.
+    cancel: CancellationToken,
+    probes: JoinHandle<()>,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Ops {
+    async fn start(config: &GatewayConfig, gateway: &Gateway) -> anyhow::Result<Ops> {
+        let notifier = Notifier::from_env().unwrap_or_else(|e| {
+            tracing::warn!("{e}; not notifying systemd");
+            Notifier::disabled()
+        });
+        let watchdog = crate::ops::notify::watchdog_interval();
+        let metrics = Metrics::new();
+        metrics.register(Arc::new(crate::ops::collect::LiveCollector(gateway.live())));
+        let reloads = metrics.counter(
+            "edgegw_reloads_total",
+            "Configuration reloads (SIGHUP) by result: ok, or invalid (kept the running config).",
+            &["result"],
+        );
+        let reload_last_success = metrics
+            .gauge(
+                "edgegw_reload_last_success",
+                "1 when the last reload was applied (or none was tried), 0 when it was invalid.",
+                &[],
+            )
+            .with(&[]);
+        reload_last_success.set(1.0);
+        let pings = metrics.counter(
+            "edgegw_watchdog_pings_total",
+            "systemd watchdog ticks by outcome: sent, or withheld because the pipeline is wedged.",
+            &["result"],
+        );
+        let cancel = CancellationToken::new();
+        let tx = gateway
+            .source_sender()
+            .context("the gateway has no source channel")?;
+        let probes = tokio::spawn(watchdog::run_probes(
+            tx,
+            gateway.live(),
+            watchdog::probe_period(watchdog),
+            cancel.clone(),
+        ));
+        let listener = if config.http.enabled {
+            let l = crate::ops::http::bind(&config.http).await?;
+            let token = crate::ops::http::token(&config.http, &l)?;
+            tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                auth = token.is_some(), "Status listener: /healthz /readyz /metrics");
+            let status = crate::ops::http::Status {
+                live: gateway.live(),
+                metrics: metrics.clone(),
+                outbox: gateway.outbox().clone(),
+                token,
+            };
+            Some(tokio::spawn(crate::ops::http::serve(
+                l,
+                status,
+                cancel.clone(),
+            )))
+        } else {
+            None
+        };
+        Ok(Ops {
+            notifier,
+            watchdog,
+            reload_ok: reloads.with(&["ok"]),
+            reload_invalid: reloads.with(&["invalid"]),
+            reload_last_success,
+            reload_last_time: metrics
+                .gauge(
+                    "edgegw_reload_last_timestamp_seconds",
+                    "Unix time of the last reload attempt; 0 = none.",
+                    &[],
+                )
+                .with(&[]),
+            reload_restart_needed: metrics
+                .gauge(
+                    "edgegw_reload_restart_needed",
+                    "1 when the config on disk changed sections that only a restart applies.",
+                    &[],
+                )
+                .with(&[]),
+            source_restarts: metrics
+                .counter(
+                    "edgegw_source_reload_restarts_total",
+                    "Source tasks stopped or started by reloads.",
+                    &["action"],
+                )
+                .with(&["restart"]),
+            pings_sent: pings.with(&["sent"]),
+            pings_withheld: pings.with(&["withheld"]),
+            metrics,
+            cancel,
+            probes,
+            listener,
+        })
+    }
+
+    /// SIGHUP: re-read config and profiles; apply a valid one, keep the running one
+    /// otherwise.
+    async fn reload(&self, path: &std::path::Path, gateway: &mut Gateway) {
+        self.notifier.reloading();
+        self.reload_last_time
+            .set(crate::record::now_us() as f64 / 1e6);
+        let loaded = match crate::config::load(path) {
+            Ok(l) if !l.diags.iter().any(|d| d.is_error()) => l,
+            Ok(l) => {
+                self.invalid(path, &l.diags);
+                return;
+            }
+            Err(diags) => {
+                self.invalid(path, &diags);
+                return;
+            }
+        };
+        for d in &loaded.diags {
+            tracing::warn!("{d}");
+        }
+        let report = gateway.reload(&loaded).await;
+        let p = &report.plan;
+        let names = |keys: &[GroupKey]| {
+            keys.iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        tracing::info!(
+            stopped = %names(&p.stop),
+            started = %names(&p.start),
+            unchanged = p.unchanged.len(),
+            "Reloaded {}",
+            path.display()
+        );
+        if !report.restart_needed.is_empty() {
+            tracing::warn!(
+                sections = %report.restart_needed.join(", "),
+                "These sections changed and apply only after a restart (systemctl restart edgegw)"
+            );
+        }
+        self.reload_ok.inc();
+        self.reload_last_success.set(1.0);
+        self.reload_restart_needed
+            .set(f64::from(u8::from(!report.restart_needed.is_empty())));
+        self.source_restarts
+            .add((p.stop.len() + p.start.len()) as u64);
+        self.notifier.ready(&format!(
+            "Reloaded: {} sources restarted or started, {} unchanged",
+            p.start.len(),
+            p.unchanged.len()
+        ));
+    }
+
+    fn invalid(&self, path: &std::path::Path, diags: &[crate::diag::Diagnostic]) {
+        let errors = diags.iter().filter(|d| d.is_error()).count();
+        for d in diags {
+            if d.is_error() {
+                tracing::error!("{d}");
+            } else {
+                tracing::warn!("{d}");
+            }
+        }
+        tracing::error!(
+            problems = errors,
+            "Reload refused: {} has errors; still running on the previous config",
+            path.display()
+        );
+        self.reload_invalid.inc();
+        self.reload_last_success.set(0.0);
+        self.notifier.ready(&format!(
+            "Reload refused ({errors} problems in {}); running on the previous config",
+            path.display()
+        ));
+    }
+
+    /// One watchdog tick (see `ops::watchdog` for the rules).
+    async fn watchdog_tick(&self, dog: &mut Watchdog, gateway: &Gateway) {
+        match dog.check(&gateway.live()) {
+            Verdict::Progress | Verdict::Busy => {
+                self.notifier.watchdog();
+                self.pings_sent.inc();
+            }
+            Verdict::Stalled { since } => {
+                let wait = self
+                    .watchdog
+                    .map(|w| w / 4)
+                    .unwrap_or(Duration::from_secs(5));
+                let full = match tokio::time::timeout(wait, gateway.outbox().stats()).await {
+                    Ok(Ok(s)) => watchdog::outbox_full(&s),
+                    _ => false,
+                };
+                if full {
+                    self.notifier.watchdog();
+                    self.pings_sent.inc();
+                    self.notifier
+                        .status("Outbox full: holding data and retrying; sources are pushed back");
+                } else {
+                    self.pings_withheld.inc();
+                    tracing::error!(
+                        stalled_secs = since.as_secs_f64(),
+                        "The pipeline made no progress; withholding the watchdog ping so systemd restarts the gateway"
+                    );
+                    self.notifier.status(&format!(
+                        "Pipeline wedged for {} s: watchdog ping withheld",
+                        since.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Stops probes (they hold a source sender) and the listener.
+    async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.probes.await;
+        if let Some(l) = self.listener {
+            let _ = l.await;
+        }
+        drop(self.metrics);
+    }
+}
+
+/// `edgegw run`: start, notify systemd, serve status, reload on SIGHUP, ping the
+/// watchdog while the pipeline makes progress; on SIGTERM/SIGINT shut down in order.
 pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    let gateway = Gateway::start(&loaded).await?;
+    let mut gateway = Gateway::start(&loaded).await?;
+    let ops = match Ops::start(&loaded.config, &gateway).await {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = gateway.shutdown().await;
+            return Err(e);
+        }
+    };
+    ops.notifier.ready(&format!(
+        "Reading {} devices through {} sources",
+        gateway.devices.len(),
+        gateway.groups.len()
+    ));
+    let mut dog = ops.watchdog.map(Watchdog::new);
+    // Ping at half the interval, as systemd recommends.
+    let mut tick = tokio::time::interval(
+        ops.watchdog
+            .map(|w| (w / 2).max(Duration::from_millis(50)))
+            .unwrap_or(Duration::from_secs(3600)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = hup.recv() => {
-                tracing::warn!("SIGHUP: live reload is not implemented yet; restart the service to apply config changes");
+                tracing::info!("SIGHUP: reloading {}", loaded.config_path.display());
+                ops.reload(&loaded.config_path, &mut gateway).await;
+            }
+            _ = tick.tick() => {
+                if let Some(dog) = dog.as_mut() {
+                    ops.watchdog_tick(dog, &gateway).await;
+                }
             }
         }
     }
+    ops.notifier.stopping();
+    ops.stop().await;
     let report = gateway.shutdown().await?;
     tracing::info!(
         batches = report.batches,
