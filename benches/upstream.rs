@@ -119,12 +119,20 @@ async fn drain(n: i64, mode: InsertMode, batch: usize) -> (f64, i64, f64) {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary
+    // without it, and then a small smoke run checks that the bench still works.
+    let bench = std::env::args().any(|a| a == "--bench");
     let args: Vec<i64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let backlog = args.first().copied().unwrap_or(1_000_000);
-    let compare = args.get(1).copied().unwrap_or(100_000);
+    let (default_backlog, default_compare) = if bench {
+        (1_000_000, 100_000)
+    } else {
+        (5_000, 2_000)
+    };
+    let backlog = args.first().copied().unwrap_or(default_backlog);
+    let compare = args.get(1).copied().unwrap_or(default_compare);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         println!("| mode | readings | batch | seconds | readings/s |");
