@@ -629,3 +629,59 @@ fn the_strict_parser_rejects_malformed_text() {
     let ok = parse_prometheus("# HELP x a\n# TYPE x gauge\nx{a=\"q\\\"\\n\"} +Inf\n");
     assert_eq!(ok.len(), 1);
 }
+
+/// With an upstream configured (the real Redis, under a key prefix of this test), the
+/// forwarder's own counters are in `/metrics` and move as readings flow, and the
+/// outbox cursor follows.
+#[test]
+fn upstream_forwarder_counters_move_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, sim_port) = simulator();
+    let http_port = free_port();
+    let prefix = format!("edgegw-opstest-{}:", std::process::id());
+    let http = format!(
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+         [upstreams.redis]\nenabled = true\nurl = \"redis://127.0.0.1:6379/0\"\n\
+         key_prefix = \"{prefix}\"\ntimeout_ms = 2000\n"
+    );
+    let cfg = dir.path().join("edgegw.toml");
+    std::fs::write(&cfg, config(dir.path(), &http, &device("pump1", sim_port))).unwrap();
+    let mut gw = Gateway::start(&cfg, &[]);
+    gw.wait_http(http_port);
+    let first = wait_until("the first acks", Duration::from_secs(30), || {
+        let m = scrape(http_port);
+        (metric(&m, "edgegw_upstream_acked_total{upstream=\"redis\"}") > 0.0).then_some(m)
+    });
+    assert!(
+        metric(&first, "edgegw_upstream_sent_total{upstream=\"redis\"}") > 0.0,
+        "sent counts what was handed to Redis"
+    );
+    assert_eq!(
+        metric(&first, "edgegw_upstream_breaker_open{upstream=\"redis\"}"),
+        0.0
+    );
+    wait_until("the counters to move on", Duration::from_secs(30), || {
+        let m = scrape(http_port);
+        (metric(&m, "edgegw_upstream_acked_total{upstream=\"redis\"}")
+            > metric(&first, "edgegw_upstream_acked_total{upstream=\"redis\"}")
+            && metric(&m, "edgegw_upstream_acked_id{upstream=\"redis\"}")
+                > metric(&first, "edgegw_upstream_acked_id{upstream=\"redis\"}"))
+        .then_some(())
+    });
+    gw.stop();
+
+    // What the gateway wrote to Redis (the latest-value hashes) goes with the test.
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379/0")
+        .unwrap()
+        .get_connection()
+        .expect("Redis on 127.0.0.1:6379");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut redis)
+        .unwrap();
+    assert!(
+        !keys.is_empty(),
+        "the latest values are in Redis under {prefix}"
+    );
+    let _: () = redis::cmd("DEL").arg(&keys).query(&mut redis).unwrap();
+}
