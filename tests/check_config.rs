@@ -295,20 +295,59 @@ fn secrets_are_never_inline() {
 }
 
 #[test]
-fn unimplemented_upstream_is_refused() {
-    let c = format!("{BASE}\n[upstreams.redis]\nurl = \"redis://127.0.0.1\"\n");
+fn upstream_settings_are_checked() {
+    let c = format!(
+        "{BASE}\n[upstreams.redis]\nurl = \"rediss://cache.example.com\"\n\n\
+         [upstreams.http]\nurl = \"https://ingest.example.com\"\napi_key = {{ env = \"K\" }}\n\
+         rate_per_s = 0.0\n"
+    );
     let r = Setup::new(&c).check();
-    if !edgegw::upstream::implemented("redis") {
-        assert!(
-            r.diags
-                .iter()
-                .any(|d| d.field == "upstreams.redis" && d.message.contains("not implemented")),
-            "{:#?}",
-            r.diags
-        );
+    assert_eq!(r.errors(), 2, "{:#?}", r.diags);
+    for (field, needle, words) in [
+        ("upstreams.redis.url", "rediss://", &["redis://"][..]),
+        (
+            "upstreams.http.rate_per_s",
+            "rate_per_s",
+            &["above 0", "10000"][..],
+        ),
+    ] {
+        let d = r
+            .diags
+            .iter()
+            .find(|d| d.field == field)
+            .unwrap_or_else(|| panic!("no {field}: {:#?}", r.diags));
+        assert_eq!(d.line, line_of(&c, needle), "{d}");
+        for w in words {
+            assert!(d.message.contains(w), "{d}");
+        }
     }
-    let c = format!("{BASE}\n[upstreams.redis]\nenabled = false\nurl = \"redis://127.0.0.1\"\n");
+    // Every upstream of this build is accepted when its settings are valid.
+    let c = format!(
+        "{BASE}\n[upstreams.redis]\nurl = \"redis://127.0.0.1\"\n\n\
+         [upstreams.timescale]\nurl = \"postgres://edgegw@db.example.com/smartmaint\"\n"
+    );
     assert_eq!(Setup::new(&c).check().errors(), 0);
+}
+
+#[test]
+fn status_listener_address_is_checked() {
+    let c = format!("{BASE}\n[http]\nlisten = \"9187\"\n");
+    one_error(
+        &c,
+        line_of(&c, "9187"),
+        "http.listen",
+        &["IP:port", "127.0.0.1:9187"],
+    );
+    for ok in ["0.0.0.0:9187", "[::1]:9187", "localhost:9187"] {
+        let c = format!("{BASE}\n[http]\nlisten = \"{ok}\"\n");
+        assert_eq!(Setup::new(&c).check().errors(), 0, "{ok}");
+    }
+    let c = format!("{BASE}\n[http]\nenabled = false\nlisten = \"nonsense\"\n");
+    assert_eq!(
+        Setup::new(&c).check().errors(),
+        0,
+        "a listener switched off"
+    );
 }
 
 #[test]

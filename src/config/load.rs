@@ -157,6 +157,7 @@ fn check_config(
     let mut settings_problems = c.outbox.validate();
     settings_problems.extend(c.models.validate());
     settings_problems.extend(c.upstreams.validate());
+    settings_problems.extend(c.http.validate());
     if let Err(p) = c.pipeline.validate() {
         settings_problems.extend(p);
     }
@@ -390,22 +391,8 @@ fn check_config(
         }
     }
 
-    // Upstreams that this build does not implement yet: say so instead of
-    // pretending to forward.
+    // The cloud MQTT upstream publishes through one of the configured brokers.
     let u = root.join("upstreams");
-    for (name, enabled) in [
-        (
-            "timescale",
-            c.upstreams.timescale.as_ref().map(|x| x.enabled),
-        ),
-        ("redis", c.upstreams.redis.as_ref().map(|x| x.enabled)),
-        ("http", c.upstreams.http.as_ref().map(|x| x.enabled)),
-        ("mqtt", c.upstreams.mqtt.as_ref().map(|x| x.enabled)),
-    ] {
-        if enabled == Some(true) && !crate::upstream::implemented(name) {
-            diags.push(file.diag(&u.join(name), format!("the {name} upstream is not implemented in this build yet; set enabled = false (records stay in the outbox until an upstream takes them)")));
-        }
-    }
     if let Some(m) = &c.upstreams.mqtt {
         if !c.mqtt_brokers.contains_key(&m.broker) {
             diags.push(file.diag(

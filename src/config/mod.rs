@@ -489,6 +489,33 @@ impl Default for HttpConfig {
     }
 }
 
+impl HttpConfig {
+    /// Problems as `field.path: message`, for `edgegw check`.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.enabled {
+            return problems;
+        }
+        let valid = match self.listen.rsplit_once(':') {
+            _ if self.listen.parse::<std::net::SocketAddr>().is_ok() => true,
+            // A host name (`localhost:9187`); an IPv6 address needs brackets.
+            Some((host, port)) => {
+                !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok()
+            }
+            None => false,
+        };
+        if !valid {
+            problems.push(format!(
+                "http.listen: {:?} is not an address to listen on; use IP:port, e.g. \
+                 \"127.0.0.1:9187\" (loopback, the default), \"0.0.0.0:9187\" with \
+                 http.token set, or \"[::1]:9187\"",
+                self.listen
+            ));
+        }
+        problems
+    }
+}
+
 fn default_http_listen() -> String {
     "127.0.0.1:9187".into()
 }

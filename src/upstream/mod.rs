@@ -28,13 +28,6 @@ pub use metrics::{MetricsSnapshot, UpstreamMetrics};
 use crate::record::StoredRecord;
 use std::future::Future;
 
-/// Whether this build implements the named upstream (`timescale`, `redis`, `http`,
-/// `mqtt`). `edgegw check` refuses an enabled upstream that is not implemented
-/// rather than letting records pile up for a forwarder that never runs.
-pub fn implemented(name: &str) -> bool {
-    matches!(name, "timescale" | "redis" | "http" | "mqtt")
-}
-
 /// Why a batch could not be delivered now. Every variant means "retry later": a
 /// record that can never be delivered is reported in [`Outcome::rejected`] instead.
 #[derive(Debug, thiserror::Error)]
