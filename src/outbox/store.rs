@@ -442,14 +442,15 @@ impl Outbox {
             // redelivered input) is skipped, not stored twice.
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO records(kind, priority, created_us, ts_us, payload, dedup)
+                    "INSERT INTO records(kind, priority, created_us, ts_us, payload, sensor_key)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                 )
                 .map_err(|e| AppendError::Sqlite("preparing insert", e))?;
             for (record, payload) in records.iter().zip(encoded) {
                 let kind = record.kind();
-                let dedup = match record {
-                    Record::Reading(r) => Some(dedup_key(&r.sensor_id, r.ts_us)),
+                // Unique per (sensor_key, ts_us) for readings (migration 3).
+                let sensor_key = match record {
+                    Record::Reading(r) => Some(sensor_key(&r.sensor_id)),
                     _ => None,
                 };
                 let inserted = stmt
@@ -459,7 +460,7 @@ impl Outbox {
                         now,
                         record.ts_us(),
                         payload,
-                        dedup
+                        sensor_key
                     ])
                     .map_err(|e| AppendError::Sqlite("inserting records", e))?;
                 if inserted == 0 {
@@ -838,16 +839,12 @@ impl AppendError {
     }
 }
 
-/// The dedup key of a reading: FNV-1a 64 of `<sensor_id>\0<ts_us>`, as a signed
-/// SQLite integer. Stable across versions and platforms (it is stored): never change.
-pub(crate) fn dedup_key(sensor_id: &str, ts_us: i64) -> i64 {
+/// The key of a reading's sensor in the uniqueness index: FNV-1a 64 of the sensor
+/// id, as a signed SQLite integer. Stable across versions and platforms (it is
+/// stored): never change.
+pub(crate) fn sensor_key(sensor_id: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in sensor_id
-        .as_bytes()
-        .iter()
-        .chain(std::iter::once(&0u8))
-        .chain(ts_us.to_le_bytes().iter())
-    {
+    for b in sensor_id.as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

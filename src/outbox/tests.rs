@@ -265,3 +265,50 @@ fn append_is_atomic_when_the_batch_fails_midway() {
         "nothing of the batch stored"
     );
 }
+
+#[test]
+fn a_version_2_database_upgrades_and_keeps_its_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    {
+        let mut o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).expect("open");
+        o.append(&readings(0, 3)).expect("append");
+    }
+    // Back to how version 2 left it: the hash index, no sensor_key column.
+    {
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.execute_batch(
+            "DROP INDEX records_reading_key;
+             ALTER TABLE records DROP COLUMN sensor_key;
+             CREATE UNIQUE INDEX records_dedup ON records(dedup) WHERE dedup IS NOT NULL;
+             PRAGMA user_version = 2;",
+        )
+        .expect("downgrade");
+    }
+    let mut o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).expect("reopen");
+    let version: i64 = o
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, schema::known_version());
+    assert_eq!(o.peek("a", 10).expect("peek").len(), 3, "records kept");
+    // New readings are unique per sensor and timestamp again.
+    assert_eq!(o.append(&readings(3, 2)).expect("append").len(), 2);
+    assert_eq!(o.append(&readings(3, 3)).expect("again").len(), 1);
+    let indexes: Vec<String> = o
+        .conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records'")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(
+        indexes.contains(&"records_reading_key".to_string()),
+        "{indexes:?}"
+    );
+    assert!(
+        !indexes.contains(&"records_dedup".to_string()),
+        "{indexes:?}"
+    );
+}
