@@ -195,6 +195,9 @@ impl Gateway {
             Box::new(OutboxState(outbox.clone())),
         );
         let live = Arc::new(Live::new(registry.clone()));
+        if let (Some(m), Ok(mut slot)) = (&models, live.model_sync.write()) {
+            *slot = Some(m.shared_counters());
+        }
 
         let groups = reload::groups(loaded);
         let mut devices = BTreeMap::new();

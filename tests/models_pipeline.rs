@@ -183,6 +183,27 @@ async fn hot_swap_under_load_scores_every_window_exactly_once() {
     );
     assert!(report.swapped, "{report:?}");
     assert_eq!(active(&gw), v2.detector());
+    // The sync task's counters are what /metrics shows.
+    let text = {
+        use edgegw::ops::metrics::{Collector, Exposition};
+        let mut out = Exposition::new();
+        edgegw::ops::collect::LiveCollector(gw.live()).collect(&mut out);
+        out.finish()
+    };
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let counters = models.counters();
+    assert!(counters.installed >= 2, "{counters:?}");
+    assert_eq!(
+        sample("edgegw_model_bundles_installed_total"),
+        counters.installed as f64
+    );
+    assert_eq!(sample("edgegw_model_swaps_total"), counters.swaps as f64);
+    assert_eq!(sample("edgegw_model_bundles_rejected_total"), 0.0);
     let total = producer.await.unwrap();
     gw.shutdown().await.expect("shutdown");
 

@@ -661,6 +661,11 @@ impl ModelSyncHandle {
         self.counters.values()
     }
 
+    /// The live counters themselves, for the metrics endpoint.
+    pub fn shared_counters(&self) -> Arc<SyncCounters> {
+        self.counters.clone()
+    }
+
     /// Stops the task and waits for it (an interrupted download leaves nothing).
     pub async fn stop(mut self) {
         self.cancel.cancel();

@@ -21,7 +21,54 @@ impl Collector for LiveCollector {
         pipeline(&self.0, out);
         models(&self.0, out);
         upstreams(&self.0, out);
+        model_sync(&self.0, out);
         process(&self.0, out);
+    }
+}
+
+/// The S3 model sync task's counters; absent when no bucket is configured.
+fn model_sync(live: &Live, out: &mut Exposition) {
+    let Some(v) = live
+        .model_sync
+        .read()
+        .ok()
+        .and_then(|c| c.as_ref().map(|c| c.values()))
+    else {
+        return;
+    };
+    for (name, help, value) in [
+        (
+            "edgegw_model_syncs_total",
+            "Model sync rounds attempted (S3 index fetches).",
+            v.syncs,
+        ),
+        (
+            "edgegw_model_sync_not_modified_total",
+            "Sync rounds whose index had not changed.",
+            v.not_modified,
+        ),
+        (
+            "edgegw_model_bundles_installed_total",
+            "Bundles downloaded, verified and installed into the cache.",
+            v.installed,
+        ),
+        (
+            "edgegw_model_bundles_rejected_total",
+            "Bundles or indexes refused by a check (the previous bundle stayed active).",
+            v.rejected,
+        ),
+        (
+            "edgegw_model_sync_errors_total",
+            "Syncs or downloads that failed on the network, the server or the disk.",
+            v.errors,
+        ),
+        (
+            "edgegw_model_swaps_total",
+            "Times the active model set was swapped.",
+            v.swaps,
+        ),
+    ] {
+        out.single(name, help, Kind::Counter, value as f64);
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Live {
     pub ready: AtomicBool,
     /// Delivery counters of each running upstream forwarder, by upstream name.
     pub upstreams: RwLock<BTreeMap<&'static str, Arc<crate::upstream::UpstreamMetrics>>>,
+    /// Counters of the S3 model sync task, when `[models.s3]` is configured.
+    pub model_sync: RwLock<Option<Arc<crate::inference::sync::SyncCounters>>>,
 }
 
 impl Live {
@@ -53,6 +55,7 @@ impl Live {
             progress: Progress::new(),
             ready: AtomicBool::new(false),
             upstreams: RwLock::new(BTreeMap::new()),
+            model_sync: RwLock::new(None),
         }
     }
 
