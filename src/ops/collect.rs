@@ -1,5 +1,6 @@
 //! Metric families of the gateway's own parts: sources (per device), pipeline,
-//! models, liveness probes, the process, and the outbox (from `OutboxStats`).
+//! models and their S3 sync, upstream forwarders, liveness probes, the process, and
+//! the outbox (from `OutboxStats`).
 //!
 //! Only reads counters the parts keep; names follow Prometheus conventions
 //! (`_total` counters, base units: seconds and bytes). `docs/grafana-dashboard.json`
@@ -12,7 +13,8 @@ use crate::sources::LATENCY_BUCKETS_US;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-/// Sources, pipeline, models, probes and process metrics, read from [`Live`].
+/// Sources, pipeline, models, model sync, forwarders, probes and process metrics,
+/// read from [`Live`].
 pub struct LiveCollector(pub Arc<Live>);
 
 impl Collector for LiveCollector {
