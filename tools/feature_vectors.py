@@ -6,8 +6,8 @@ sample lists) with the vibration window features and the scalar rolling features
 that numpy computes for them. `cargo test` reads the committed JSON and compares the
 Rust results to 1e-4 relative, so the tests never need Python.
 
-The definitions below are the bundle contract (see src/pipeline/features.rs and the
-training side's tools/train/features.py): keep them identical.
+The definitions are the training side's (tools/train/features.py), imported: one
+Python reference for the bundle contract (see src/pipeline/features.rs).
 
 Usage: python3 tools/feature_vectors.py [--data ../shared/data] [--out tests/data/feature_vectors.json]
 """
@@ -16,71 +16,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-HIGH_FREQ_CUTOFF_HZ = 1000.0
+sys.path.insert(0, str(Path(__file__).resolve().parent / "train"))
+import features as reference  # noqa: E402  (tools/train/features.py: the one definition)
 
 
 def window_features(x: np.ndarray, fs: float) -> dict[str, float]:
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
-    mean = float(np.mean(x))
-    c = x - mean
-    m2 = float(np.mean(c**2))
-    m3 = float(np.mean(c**3))
-    m4 = float(np.mean(c**4))
-    rms = float(np.sqrt(np.mean(x**2)))
-    kurt = m4 / (m2 * m2) if m2 > 0 else 0.0
-    skew = m3 / (m2**1.5) if m2 > 0 else 0.0
-    if m2 > 0:
-        # Cross-check against scipy's biased estimators (Pearson kurtosis).
+    """The training side's window features, cross-checked against scipy's biased
+    moment estimators (Pearson kurtosis) so the reference does not vouch for itself."""
+    feats = reference.window_features(x, fs)
+    if np.var(x) > 0:
+        kurt, skew = feats["kurtosis"], feats["skewness"]
         assert abs(kurt - stats.kurtosis(x, fisher=False, bias=True)) <= 1e-9 * max(1.0, abs(kurt))
         assert abs(skew - stats.skew(x, bias=True)) <= 1e-9 * max(1.0, abs(skew))
-    amp = np.abs(np.fft.rfft(c)) * 2.0 / n
-    freqs = np.arange(amp.shape[0]) * fs / n
-    amp = amp[1 : n // 2 + 1]
-    freqs = freqs[1 : n // 2 + 1]
-    i = int(np.argmax(amp))
-    sa = float(np.sum(amp))
-    e = amp**2
-    se = float(np.sum(e))
-    return {
-        "rms": rms,
-        "peak_to_peak": float(np.max(x) - np.min(x)),
-        "kurtosis": kurt,
-        "skewness": skew,
-        "std": float(np.sqrt(m2)),
-        "crest_factor": float(np.max(np.abs(x))) / rms if rms > 0 else 0.0,
-        "dominant_freq": float(freqs[i]),
-        "dominant_freq_amplitude": float(amp[i]),
-        "spectral_centroid": float(np.sum(freqs * amp) / sa) if sa > 0 else 0.0,
-        "high_freq_energy": float(np.sum(e[freqs > HIGH_FREQ_CUTOFF_HZ]) / se) if se > 0 else 0.0,
-        "mean": mean,
-    }
+    return feats
 
 
-def rolling_features(r: np.ndarray) -> dict[str, float]:
-    r = np.asarray(r, dtype=np.float64)
-    n = r.shape[0]
-    value = float(r[-1])
-    mean = float(np.mean(r))
-    std = float(np.std(r))
-    idx = np.arange(n, dtype=np.float64)
-    slope = float(np.polyfit(idx, r, 1)[0]) if n >= 2 else 0.0
-    return {
-        "value": value,
-        "mean": mean,
-        "std": std,
-        "min": float(np.min(r)),
-        "max": float(np.max(r)),
-        "slope": slope,
-        "delta_1": value - float(r[-2]) if n >= 2 else 0.0,
-        "delta_n": value - float(r[0]),
-        "zscore": (value - mean) / max(std, 1e-9),
-    }
+rolling_features = reference.rolling_features
 
 
 def main() -> None:
