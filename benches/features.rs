@@ -6,6 +6,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use edgegw::inference::{shared, ModelRegistry};
 use edgegw::pipeline::features::FeatureExtractor;
+use edgegw::pipeline::physical::{accel_unit_to_ms2, EnvelopeResolution, PhysicalParams};
 use edgegw::pipeline::{MemoryStateStore, PipelineSettings, Processor};
 use edgegw::record::SensorType;
 use edgegw::sources::{ChannelId, Value};
@@ -33,6 +34,31 @@ fn features(c: &mut Criterion) {
         b.iter(|| {
             offset = (offset + 1024) % (x.len() - 2048);
             black_box(ex.compute(black_box(&x[offset..offset + 2048]), 12_000.0))
+        })
+    });
+    // The same windows through `compute_all`: the canonical features plus the physical
+    // ones (bands, velocity, envelope and its spectrum) from the same forward FFT.
+    let params = PhysicalParams {
+        sample_rate_hz: 12_000.0,
+        accel_to_ms2: accel_unit_to_ms2("g"),
+        envelope_band_hz: None,
+    };
+    let mut all = FeatureExtractor::new(2048);
+    g.bench_function("window_2048_all", |b| {
+        let mut offset = 0;
+        b.iter(|| {
+            offset = (offset + 1024) % (x.len() - 2048);
+            black_box(all.compute_all(black_box(&x[offset..offset + 2048]), &params))
+        })
+    });
+    // The envelope sampled at fewer instants (see `EnvelopeResolution::Decimated`).
+    let mut decimated = FeatureExtractor::new(2048);
+    decimated.set_envelope_resolution(EnvelopeResolution::Decimated);
+    g.bench_function("window_2048_all_decimated", |b| {
+        let mut offset = 0;
+        b.iter(|| {
+            offset = (offset + 1024) % (x.len() - 2048);
+            black_box(decimated.compute_all(black_box(&x[offset..offset + 2048]), &params))
         })
     });
     g.finish();

@@ -24,6 +24,7 @@ fn reading(i: usize) -> Record {
         value: 2.5 + (i % 1000) as f64 * 0.013,
         quality: 1.0,
         flags: Vec::new(),
+        detection: None,
     })
 }
 

@@ -38,6 +38,7 @@ fn reading(i: i64, base: i64) -> Record {
         value: (i % 1000) as f64 / 10.0,
         quality: 1.0,
         flags: Vec::new(),
+        detection: None,
     })
 }
 

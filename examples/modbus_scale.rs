@@ -65,6 +65,8 @@ fn main() -> anyhow::Result<()> {
                     poll_interval_ms: interval_ms,
                     location: String::new(),
                     model: None,
+                    machine: None,
+                    detection: None,
                     modbus_tcp: Some(ModbusTcpTransport {
                         host: "127.0.0.1".into(),
                         port: ports[d % ports.len()],

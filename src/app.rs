@@ -50,7 +50,7 @@ const OUTBOX_CHANNEL: usize = 256;
 const SOURCE_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Channel limits for the processor thread, sent when a reload starts a device.
-type ChannelControl = std::sync::mpsc::Sender<(String, ChannelLimits)>;
+type ChannelControl = std::sync::mpsc::Sender<Control>;
 
 /// A running gateway.
 pub struct Gateway {
@@ -208,6 +208,10 @@ impl Gateway {
             for (sensor_id, limits) in channel_limits(spec) {
                 processor.register_channel(&sensor_id, limits);
             }
+            for m in &spec.members {
+                processor
+                    .configure_device(&m.config.id, m.config.detection_settings(&config.pipeline));
+            }
         }
         if let Ok(mut d) = live.devices.write() {
             d.clone_from(&devices);
@@ -339,10 +343,16 @@ impl Gateway {
             let Some(spec) = new_groups.remove(key) else {
                 continue;
             };
-            for limits in channel_limits(&spec) {
+            for (sensor_id, limits) in channel_limits(&spec) {
                 // Sent before the source starts, so the processor applies the limits
                 // before the device's first batch (it drains controls per batch).
-                let _ = self.control.send(limits);
+                let _ = self.control.send(Control::Limits(sensor_id, limits));
+            }
+            for m in &spec.members {
+                let _ = self.control.send(Control::Device(
+                    m.config.id.clone(),
+                    m.config.detection_settings(&new.config.pipeline),
+                ));
             }
             let running = self.spawn_group(spec);
             self.groups.insert(key.clone(), running);
@@ -511,22 +521,48 @@ async fn stop_group(key: &GroupKey, mut g: RunningGroup) {
     }
 }
 
+/// Messages to the processor thread from reloads.
+enum Control {
+    /// Validation limits of a channel.
+    Limits(String, ChannelLimits),
+    /// Detection settings of a device.
+    Device(String, crate::pipeline::settings::DeviceDetection),
+}
+
+/// How often the processor thread applies baseline reset requests and publishes
+/// the channels' detection status.
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The processing stage on a blocking thread (FFT and inference are CPU work):
 /// batches in, records out, in order. Ends when every source sender is gone.
 fn spawn_processor(
     mut processor: Processor,
     mut rx: mpsc::Receiver<SourceBatch>,
-    control: std::sync::mpsc::Receiver<(String, ChannelLimits)>,
+    control: std::sync::mpsc::Receiver<Control>,
     tx: mpsc::Sender<OutboxBatch>,
     alerts: broadcast::Sender<AlertRecord>,
     live: Arc<Live>,
 ) -> JoinHandle<(Processor, u64)> {
     tokio::task::spawn_blocking(move || {
         let mut batches = 0u64;
+        let mut last_housekeeping = Instant::now() - HOUSEKEEPING_INTERVAL;
         while let Some(batch) = rx.blocking_recv() {
             // Channels of devices a reload started, before their first batch.
-            while let Ok((sensor_id, limits)) = control.try_recv() {
-                processor.register_channel(&sensor_id, limits);
+            while let Ok(c) = control.try_recv() {
+                match c {
+                    Control::Limits(sensor_id, limits) => {
+                        processor.register_channel(&sensor_id, limits)
+                    }
+                    Control::Device(id, d) => processor.configure_device(&id, d),
+                }
+            }
+            // `edgegw baseline reset` run next to the daemon, and the channel status
+            // for /metrics: a few seconds of delay are fine for both.
+            if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
+                last_housekeeping = Instant::now();
+                processor.apply_reset_requests();
+                live.pipeline
+                    .publish_channels(processor.channel_status(crate::record::now_us()));
             }
             batches += 1;
             let started = Instant::now();

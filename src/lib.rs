@@ -15,5 +15,6 @@ pub mod outbox;
 pub mod pipeline;
 pub mod profiles;
 pub mod record;
+pub mod replay;
 pub mod sources;
 pub mod upstream;

@@ -82,6 +82,20 @@ enum Command {
         #[command(subcommand)]
         command: SimulateCommand,
     },
+    /// Feed a recording through the real pipeline offline, at full speed: print the
+    /// alert timeline, optionally a CSV of every window's features and score.
+    Replay(Box<edgegw::replay::ReplayArgs>),
+    /// Commissioning baselines: what each channel learned, and starting over after
+    /// maintenance.
+    Baseline {
+        #[arg(long, global = true, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The outbox file itself, instead of the one the config names.
+        #[arg(long, global = true)]
+        path: Option<PathBuf>,
+        #[command(subcommand)]
+        command: BaselineCommand,
+    },
     /// Run the whole pipeline on embedded defaults: a simulated Modbus vibration
     /// sensor replaying a real bearing recording that turns faulty.
     Demo {
@@ -108,6 +122,15 @@ enum OutboxCommand {
         #[arg(long, num_args = 1..)]
         requeue: Vec<i64>,
     },
+}
+
+#[derive(Subcommand)]
+enum BaselineCommand {
+    /// Each channel's learning progress, or the baseline it learned.
+    Status,
+    /// Start a new learning period for DEVICE or DEVICE.CHANNEL (after maintenance,
+    /// a bearing change or a new operating point). Works while the gateway runs.
+    Reset { selector: String },
 }
 
 #[derive(Subcommand)]
@@ -261,6 +284,27 @@ fn main() -> ExitCode {
                 edgegw::sources::modbus::simulate_command(args, cancel).await
             }))
         }
+        Command::Replay(args) => {
+            init_tracing(cli.log_format.unwrap_or_default(), "warn");
+            let loaded = match config::load(&args.config) {
+                Ok(l) => l,
+                Err(diags) => {
+                    print_diags(&diags);
+                    eprintln!("edgegw: {} has errors", args.config.display());
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            };
+            print_diags(&loaded.diags);
+            exit_with(edgegw::replay::run(&args, &loaded, &mut std::io::stdout()).map(|_| ()))
+        }
+        Command::Baseline {
+            config,
+            path,
+            command,
+        } => {
+            init_tracing(cli.log_format.unwrap_or_default(), "warn");
+            exit_with(baseline_command(&config, path, command))
+        }
         Command::Demo { seconds } => {
             init_tracing(cli.log_format.unwrap_or(LogFormat::Human), "warn");
             exit_with(run_async(edgegw::demo::run(seconds)))
@@ -268,14 +312,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn outbox_command(
-    config_path: &std::path::Path,
-    path: Option<PathBuf>,
-    command: OutboxCommand,
-) -> anyhow::Result<()> {
-    use edgegw::outbox::{cli_dead_letters, cli_dump, cli_stats};
-    let path = match path {
-        Some(p) => p,
+fn outbox_file(config_path: &std::path::Path, path: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match path {
+        Some(p) => Ok(p),
         None => {
             let loaded = config::load(config_path).map_err(|diags| {
                 print_diags(&diags);
@@ -284,9 +323,36 @@ fn outbox_command(
                     config_path.display()
                 )
             })?;
-            edgegw::app::outbox_path(&loaded.config)
+            Ok(edgegw::app::outbox_path(&loaded.config))
         }
-    };
+    }
+}
+
+fn baseline_command(
+    config_path: &std::path::Path,
+    path: Option<PathBuf>,
+    command: BaselineCommand,
+) -> anyhow::Result<()> {
+    let path = outbox_file(config_path, path)?;
+    match command {
+        BaselineCommand::Status => print!(
+            "{}",
+            edgegw::ops::baseline::status_text(&path, edgegw::record::now_us())?
+        ),
+        BaselineCommand::Reset { selector } => {
+            print!("{}", edgegw::ops::baseline::reset(&path, &selector)?)
+        }
+    }
+    Ok(())
+}
+
+fn outbox_command(
+    config_path: &std::path::Path,
+    path: Option<PathBuf>,
+    command: OutboxCommand,
+) -> anyhow::Result<()> {
+    use edgegw::outbox::{cli_dead_letters, cli_dump, cli_stats};
+    let path = outbox_file(config_path, path)?;
     let mut out = std::io::stdout();
     match command {
         OutboxCommand::Stats => print!("{}", cli_stats(&path)?),

@@ -220,9 +220,26 @@ pub struct ReadingRecord {
     /// 0..1; 1 is a clean reading. Lowered by validation, 0 for a Modbus exception.
     pub quality: f32,
     /// Why quality was lowered (e.g. `out_of_range`, `stuck`, `spike`, `stale`,
-    /// `modbus_exception:2`); empty for a clean reading.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// `modbus_exception:2`); empty for a clean reading. Always written (not skipped
+    /// when empty): `detection` follows it in the positional outbox encoding.
+    #[serde(default)]
     pub flags: Vec<String>,
+    /// Which detector looked at this reading and what it scored, so "the model ran
+    /// and was calm" can be told from "it never ran" (`None` in records written
+    /// before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<ScoreInfo>,
+}
+
+/// What detection made of one reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreInfo {
+    /// `name@version` of the model bundle, `baseline-rule` (the built-in relative
+    /// rule), `commissioning` (the channel is still learning its baseline), or
+    /// `not-scored` (out of range or zero quality).
+    pub detector: String,
+    pub score: Option<f64>,
+    pub threshold: Option<f64>,
 }
 
 /// Feature vector of one waveform window, plus the anomaly score when a model ran.

@@ -92,13 +92,26 @@ fn the_shipped_config_is_valid() {
 
 #[test]
 fn every_file_under_config_parses() {
-    for entry in std::fs::read_dir(repo().join("config")).unwrap() {
-        let p = entry.unwrap().path();
-        if p.extension().is_some_and(|e| e == "toml") {
-            let r = check_all(&p);
-            assert_eq!(r.errors(), 0, "{}: {:#?}", p.display(), r.diags);
+    // config/*.toml and the documented replay configs in config/replay/ (their
+    // profiles/ directories hold profiles, checked with each config).
+    let mut checked = 0;
+    for dir in ["config", "config/replay"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                let r = check_all(&p);
+                assert_eq!(r.errors(), 0, "{}: {:#?}", p.display(), r.diags);
+                assert!(
+                    r.diags.is_empty(),
+                    "{}: warnings {:#?}",
+                    p.display(),
+                    r.diags
+                );
+                checked += 1;
+            }
         }
     }
+    assert!(checked >= 4, "{checked} configs");
 }
 
 #[test]
@@ -424,4 +437,55 @@ fn outbox_and_pipeline_settings_are_checked() {
         "{:#?}",
         r.diags
     );
+}
+
+#[test]
+fn machine_and_detection_settings_are_checked_where_they_are_written() {
+    let c = BASE.replace(
+        "[devices.modbus_tcp]\nhost = \"127.0.0.1\"",
+        "[devices.modbus_tcp]\nhost = \"127.0.0.1\"\n[devices.machine]\nbearing = \"6999\"\nshaft_rpm = 1480\niso_group = 3\nfoundation = \"rigid\"\n[devices.detection]\nlearn = \"2 weeks\"\nwindow_overlap = 0.99",
+    );
+    let s = Setup::new(&c);
+    let r = s.check();
+    let errors: Vec<_> = r.diags.iter().filter(|d| d.is_error()).collect();
+    let find = |field: &str| {
+        errors
+            .iter()
+            .find(|d| d.field == field)
+            .unwrap_or_else(|| panic!("no error on {field}: {:#?}", r.diags))
+    };
+    let bearing = find("devices[0].machine.bearing");
+    assert_eq!(bearing.line, line_of(&c, "6999"));
+    assert!(
+        bearing.message.contains("6205"),
+        "names the table: {bearing}"
+    );
+    assert!(
+        bearing.message.contains("ball_diameter_mm"),
+        "says how to give a geometry: {bearing}"
+    );
+    let group = find("devices[0].machine.iso_group");
+    assert_eq!(group.line, line_of(&c, "iso_group = 3"));
+    assert!(group.message.contains("use 1"), "{group}");
+    let learn = find("devices[0].detection.learn");
+    assert!(learn.message.contains("unknown unit"), "{learn}");
+    let overlap = find("devices[0].detection.window_overlap");
+    assert!(overlap.message.contains("0..=0.95"), "{overlap}");
+    // The other device is untouched: only pump1 is left out.
+    let l = load(&s.path());
+    assert!(l.is_err() || l.unwrap().runnable.len() == 1);
+}
+
+#[test]
+fn replaced_pipeline_settings_are_warnings_not_errors() {
+    let c = format!("{BASE}\n[pipeline]\nwarmup_windows = 30\nfallback_sigma = 3.0\n");
+    let s = Setup::new(&c);
+    let r = s.check();
+    assert_eq!(r.errors(), 0, "{:#?}", r.diags);
+    let w: Vec<_> = r.diags.iter().filter(|d| !d.is_error()).collect();
+    assert_eq!(w.len(), 2, "{:#?}", r.diags);
+    assert!(w.iter().any(|d| d.field == "pipeline.warmup_windows"
+        && d.line == line_of(&c, "warmup_windows")
+        && d.message.contains("[pipeline.baseline]")));
+    assert!(load(&s.path()).is_ok(), "an old config still runs");
 }

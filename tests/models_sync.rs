@@ -56,7 +56,7 @@ async fn publish_sync_then_nothing_new_costs_one_request() {
     let server = S3Server::start();
     let state = tempfile::tempdir().unwrap();
     let reg = registry();
-    assert_eq!(active(&reg), "vibration-default@1.0.0");
+    assert_eq!(active(&reg), "vibration-relative@2.0.0");
     let (mut sync, _v1) = with_v1(&server, state.path(), &reg).await;
 
     // The bundle is in the cache under <name>/<version>, nothing left in staging.
@@ -81,7 +81,7 @@ async fn publish_sync_then_nothing_new_costs_one_request() {
         .load()
         .select(SensorType::Temperature, BundleKind::Rolling)
         .unwrap();
-    assert_eq!(t.detector(), "temperature-default@1.0.0");
+    assert_eq!(t.detector(), "scalar-relative@2.0.0");
 }
 
 #[tokio::test]
@@ -111,13 +111,13 @@ async fn v2_replaces_v1_and_removing_it_from_the_index_falls_back() {
             .select(SensorType::Bearing, BundleKind::Window)
             .unwrap()
             .detector(),
-        "vibration-default@1.0.0",
-        "bearing is listed first by the built-in default; the index only assigned vibration"
+        "vibration-relative@2.0.0",
+        "bearing is listed by the built-in relative default; the index only assigned vibration"
     );
 
     publish_index(&c, &[]).await;
     sync.sync_once().await.expect("sync empty index");
-    assert_eq!(active(&reg), "vibration-default@1.0.0");
+    assert_eq!(active(&reg), "vibration-relative@2.0.0");
 }
 
 /// One bad v2 variant: published, synced, rejected; v1 stays, nothing cached.
@@ -322,7 +322,7 @@ async fn slow_server_times_out_and_changes_nothing() {
         matches!(err, SyncError::S3(S3Error::Timeout { secs: 1, .. })),
         "{err:?}"
     );
-    assert_eq!(active(&reg), "vibration-default@1.0.0");
+    assert_eq!(active(&reg), "vibration-relative@2.0.0");
     hold.abort();
 }
 
@@ -353,7 +353,7 @@ async fn restart_offline_uses_the_cached_bundle_at_once() {
         Some(s3_config(&server.endpoint(), &keys)),
         &reg3,
     );
-    assert_eq!(active(&reg3), "vibration-default@1.0.0");
+    assert_eq!(active(&reg3), "vibration-relative@2.0.0");
 }
 
 #[tokio::test]
@@ -397,7 +397,7 @@ host = "127.0.0.1"
         r.select_for("old-pump", SensorType::Temperature, BundleKind::Rolling)
             .unwrap()
             .detector(),
-        "temperature-default@1.0.0"
+        "scalar-relative@2.0.0"
     );
 }
 

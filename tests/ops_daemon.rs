@@ -469,7 +469,7 @@ fn sighup_adds_a_device_refuses_an_invalid_config_and_loses_nothing() {
     assert_eq!(metric(&later, "edgegw_ready"), 1.0);
     assert!(later
         .keys()
-        .any(|k| k.starts_with("edgegw_model_info{name=\"vibration-default\"")));
+        .any(|k| k.starts_with("edgegw_model_info{name=\"vibration-relative\"")));
     assert_eq!(
         metric(&later, "edgegw_source_up{source=\"modbus_tcp:pump1\"}"),
         1.0

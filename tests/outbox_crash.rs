@@ -28,6 +28,7 @@ fn marker(run: i64, index: i64) -> Record {
         value: index as f64,
         quality: 1.0,
         flags: Vec::new(),
+        detection: None,
     })
 }
 

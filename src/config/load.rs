@@ -161,6 +161,14 @@ fn check_config(
     if let Err(p) = c.pipeline.validate() {
         settings_problems.extend(p);
     }
+    for d in c.pipeline.deprecations() {
+        let (field, msg) = d.split_once(": ").unwrap_or(("-", d.as_str()));
+        let mut path = FieldPath::root();
+        for seg in field.split('.') {
+            path = path.join(seg);
+        }
+        diags.push(file.diag(&path, msg.to_string()).warning());
+    }
     for problem in settings_problems {
         let (field, msg) = problem.split_once(": ").unwrap_or(("-", problem.as_str()));
         let mut path = FieldPath::root();
@@ -238,6 +246,17 @@ fn check_config(
                 &path.join("poll_interval_ms"),
                 "must be at least 10 ms".to_string(),
             ));
+        }
+        for problem in crate::pipeline::settings::DeviceDetection::problems(
+            d.detection.as_ref(),
+            d.machine.as_ref(),
+        ) {
+            let (field, msg) = problem.split_once(": ").unwrap_or(("-", problem.as_str()));
+            let mut p = path.clone();
+            for seg in field.split('.') {
+                p = p.join(seg);
+            }
+            diags.push(file.diag(&p, msg.to_string()));
         }
         if let Some(pin) = &d.model {
             let parts = [("name", Some(&pin.name)), ("version", pin.version.as_ref())];
@@ -381,6 +400,21 @@ fn check_config(
                     ));
                 }
             }
+            if let Some(sc) = d.machine.as_ref().and_then(|m| m.speed_channel.as_ref()) {
+                if !p.profile.channels.contains_key(sc) {
+                    diags.push(file.diag(
+                        &path.join("machine").join("speed_channel"),
+                        format!(
+                            "profile {:?} has no channel {sc:?}; its channels: {}",
+                            d.profile,
+                            p.profile.channels.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+            for w in detection_mismatches(c, d, &p.profile) {
+                diags.push(file.diag(&path.join("model"), w).warning());
+            }
         }
         if let Some(p) = profile {
             profiles_out.insert(name, p);
@@ -402,6 +436,76 @@ fn check_config(
         }
     }
     runnable
+}
+
+/// Warnings for a device whose pinned model bundle does not fit its channels: an
+/// absolute window bundle trained at another sample rate, or a bundle that counts
+/// readings made at another cadence than the device's poll interval. The pipeline
+/// does not use the bundle for such a channel (rate) or warns at run time (cadence);
+/// `check` says so before it runs.
+fn detection_mismatches(
+    c: &GatewayConfig,
+    d: &DeviceConfig,
+    p: &crate::profiles::Profile,
+) -> Vec<String> {
+    use crate::inference::{BundleKind, Reference};
+    let Some(pin) = &d.model else {
+        return Vec::new();
+    };
+    let cache = crate::inference::cache::ModelCache::at(c.models.cache_dir(&c.gateway.state_dir));
+    let mut candidates: Vec<std::sync::Arc<crate::inference::ModelBundle>> =
+        crate::inference::ModelRegistry::with_defaults()
+            .map(|r| r.bundles().to_vec())
+            .unwrap_or_default();
+    for r in cache.list() {
+        if r.name == pin.name {
+            if let Ok(b) = cache.load(&r) {
+                candidates.push(std::sync::Arc::new(b));
+            }
+        }
+    }
+    let Some(b) = candidates.into_iter().find(|b| {
+        b.manifest().name == pin.name
+            && pin
+                .version
+                .as_ref()
+                .is_none_or(|v| *v == b.manifest().version)
+    }) else {
+        return Vec::new();
+    };
+    let m = b.manifest();
+    let mut out = Vec::new();
+    for (name, ch) in &p.channels {
+        let rate = p.waveform_rate(name);
+        match (rate, m.kind) {
+            (Some(rate), BundleKind::Window) => {
+                if let Some(trained) = m.rate_bound().filter(|t| (t - rate).abs() > 1e-6 * t) {
+                    out.push(format!(
+                        "{}.{name} samples at {rate} Hz but the pinned {} was trained at {trained} Hz: its windows are scored relative to the channel's own baseline instead (vibration-relative, after the learning period)",
+                        d.id,
+                        b.detector()
+                    ));
+                }
+            }
+            (None, BundleKind::Rolling) if m.reference == Reference::Absolute => {
+                let expected = m.rolling.as_ref().and_then(|r| r.cadence_secs);
+                let polled = !matches!(d.transport(), Some(Transport::Mqtt(_)) | None);
+                if let (Some(e), true) = (expected, polled) {
+                    let got = d.poll_interval_ms as f64 / 1000.0;
+                    if (got / e - 1.0).abs() > 0.5 {
+                        out.push(format!(
+                            "{}.{name} ({}) is polled every {got} s but the pinned {} counts readings made every {e} s: its window spans another time than it was trained on",
+                            d.id,
+                            ch.sensor_type,
+                            b.detector()
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn port_ref(

@@ -106,6 +106,14 @@ pub struct DeviceConfig {
     pub location: String,
     /// Pin a model bundle for this device instead of choosing by sensor type.
     pub model: Option<ModelPin>,
+    /// Facts about the machine at this measuring point (shaft speed, bearing, ISO
+    /// 20816-3 group and foundation), for the physics that needs no training.
+    #[serde(default)]
+    pub machine: Option<crate::pipeline::settings::MachineSettings>,
+    /// Per-device overrides of the `[pipeline]` detection settings (learning period,
+    /// window, rolling window, envelope band).
+    #[serde(default)]
+    pub detection: Option<crate::pipeline::settings::DetectionOverrides>,
     /// Modbus TCP transport.
     pub modbus_tcp: Option<ModbusTcpTransport>,
     /// Modbus RTU transport (a unit on an RS-485 bus from `[serial_ports]`).
@@ -130,6 +138,18 @@ pub enum Transport<'a> {
 }
 
 impl DeviceConfig {
+    /// This device's detection settings, resolved against `[pipeline]`.
+    pub fn detection_settings(
+        &self,
+        pipeline: &crate::pipeline::PipelineSettings,
+    ) -> crate::pipeline::settings::DeviceDetection {
+        crate::pipeline::settings::DeviceDetection::resolve(
+            pipeline,
+            self.detection.as_ref(),
+            self.machine.as_ref(),
+        )
+    }
+
     /// The device's transport; `None` when the config sets none or several (which
     /// validation reports).
     pub fn transport(&self) -> Option<Transport<'_>> {

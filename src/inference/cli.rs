@@ -124,6 +124,21 @@ pub fn list_text(loaded: &crate::config::Loaded) -> String {
         }
     }
     let registry = base.with_assignments(assigned, pins);
+    // Baseline state per channel, from the outbox database when there is one.
+    let outbox = crate::app::outbox_path(config);
+    let outbox_exists = outbox.exists();
+    let mut baselines: HashMap<String, String> = HashMap::new();
+    if outbox_exists {
+        if let Ok(text) = crate::ops::baseline::status_text(&outbox, crate::record::now_us()) {
+            for line in text.lines().filter(|l| !l.starts_with(' ')) {
+                if let Some((sensor, rest)) = line.split_once(" (") {
+                    if let Some((_, state)) = rest.split_once("): ") {
+                        baselines.insert(sensor.to_string(), format!("baseline: {state}"));
+                    }
+                }
+            }
+        }
+    }
     let _ = writeln!(out, "devices:");
     for d in &loaded.runnable {
         let profile_key = std::path::Path::new(&d.profile)
@@ -135,43 +150,80 @@ pub fn list_text(loaded: &crate::config::Loaded) -> String {
         };
         for (name, ch) in &p.profile.channels {
             let t = ch.sensor_type;
-            let mut parts = Vec::new();
-            for kind in [super::BundleKind::Window, super::BundleKind::Rolling] {
-                let what = match kind {
-                    super::BundleKind::Window => "waveform windows",
-                    super::BundleKind::Rolling => "scalar readings",
-                };
-                let choice = match registry.choose(Some(&d.id), t, kind) {
-                    None => "statistical fallback (no bundle fits)".to_string(),
-                    Some((b, why)) => {
-                        let why = match why {
-                            Selection::Pinned => "pinned in the config".to_string(),
-                            Selection::Index(x) if x == t => "S3 index for this type".to_string(),
-                            Selection::Index(x) => format!(
-                                "S3 index for {}, a fallback of {}",
-                                type_name(x),
-                                type_name(t)
-                            ),
-                            Selection::Listed(x) if x == t => {
-                                "its manifest lists this type".to_string()
-                            }
-                            Selection::Listed(x) => format!(
-                                "its manifest lists {}, a fallback of {}",
-                                type_name(x),
-                                type_name(t)
-                            ),
-                        };
-                        format!("{} ({why})", b.detector())
+            let rate = p.profile.waveform_rate(name);
+            let kind = if rate.is_some() {
+                super::BundleKind::Window
+            } else {
+                super::BundleKind::Rolling
+            };
+            let what = match rate {
+                Some(r) => format!("waveform windows at {r} Hz"),
+                None => "scalar readings".to_string(),
+            };
+            let choice = registry.choose_at(Some(&d.id), t, kind, rate);
+            let mut lines = Vec::new();
+            let scorer = match &choice.chosen {
+                None => format!(
+                    "{what}: scored by the built-in relative rule ({}) against the channel's own baseline (no bundle fits)",
+                    crate::pipeline::detect::BUILTIN_RULE
+                ),
+                Some((b, why)) => {
+                    let why = match why {
+                        Selection::Pinned => "pinned in the config".to_string(),
+                        Selection::Index(x) if *x == t => "S3 index for this type".to_string(),
+                        Selection::Index(x) => format!(
+                            "S3 index for {}, a fallback of {}",
+                            type_name(*x),
+                            type_name(t)
+                        ),
+                        Selection::Listed(x) if *x == t => "its manifest lists this type".to_string(),
+                        Selection::Listed(x) => format!(
+                            "its manifest lists {}, a fallback of {}",
+                            type_name(*x),
+                            type_name(t)
+                        ),
+                    };
+                    let how = match b.manifest().reference {
+                        super::Reference::Baseline => "relative to the channel's own baseline",
+                        super::Reference::Absolute => "absolute features of one known machine",
+                    };
+                    format!("{what}: scored by {} ({why}; {how})", b.detector())
+                }
+            };
+            lines.push(scorer);
+            for (b, reason) in &choice.skipped {
+                lines.push(format!(
+                    "WARNING: {} is not used for it: {reason}",
+                    b.detector()
+                ));
+            }
+            if let Some((b, _)) = &choice.chosen {
+                let expected = b.manifest().rolling.as_ref().and_then(|r| r.cadence_secs);
+                let polled = !matches!(
+                    d.transport(),
+                    Some(crate::config::Transport::Mqtt(_)) | None
+                );
+                if let (None, Some(e), true) = (rate, expected, polled) {
+                    let got = d.poll_interval_ms as f64 / 1000.0;
+                    if (got / e - 1.0).abs() > 0.5 {
+                        lines.push(format!(
+                            "WARNING: polled every {got} s, but {} counts readings made every {e} s",
+                            b.detector()
+                        ));
                     }
-                };
-                parts.push(format!("{what}: {choice}"));
+                }
+            }
+            let sensor = format!("{}.{name}", d.id);
+            if let Some(b) = baselines.get(&sensor) {
+                lines.push(b.clone());
+            } else if outbox_exists {
+                lines.push("baseline: not started (no clean data yet)".to_string());
             }
             let _ = writeln!(
                 out,
-                "  {}.{name} [{}]\n      {}",
-                d.id,
+                "  {sensor} [{}]\n      {}",
                 type_name(t),
-                parts.join("\n      ")
+                lines.join("\n      ")
             );
         }
     }

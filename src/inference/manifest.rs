@@ -35,6 +35,44 @@ impl BundleKind {
             BundleKind::Rolling => &ROLLING_FEATURES,
         }
     }
+
+    /// The feature names a bundle of this kind and reference may ask for.
+    pub fn features_for(self, reference: Reference) -> Vec<&'static str> {
+        use crate::pipeline::relative::{SCALAR_SPECS, WINDOW_SCORED, WINDOW_SPECS};
+        match (self, reference) {
+            (_, Reference::Absolute) => self.known_features().to_vec(),
+            (BundleKind::Window, Reference::Baseline) => WINDOW_SPECS[..WINDOW_SCORED]
+                .iter()
+                .map(|s| s.name)
+                .collect(),
+            (BundleKind::Rolling, Reference::Baseline) => {
+                SCALAR_SPECS.iter().map(|s| s.name).collect()
+            }
+        }
+    }
+}
+
+/// What the model's input features are measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reference {
+    /// Absolute feature values (g, Hz, °C): a model of one known machine, trained on
+    /// its data at one sample rate (or cadence).
+    #[default]
+    Absolute,
+    /// Signed robust z values of the channel's health features against the baseline
+    /// it learned during commissioning: one model for machines it never saw, at any
+    /// sample rate or cadence.
+    Baseline,
+}
+
+impl Reference {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reference::Absolute => "absolute",
+            Reference::Baseline => "baseline",
+        }
+    }
 }
 
 /// Windowing the model was trained with (kind `window`).
@@ -53,6 +91,11 @@ pub struct WindowSpec {
 pub struct RollingSpec {
     /// Readings per rolling window, current one included.
     pub length: usize,
+    /// The reading cadence the model was trained at, in seconds: a channel whose
+    /// readings come at another cadence spans another time with the same count, and
+    /// is warned about (log, metrics, `models list`).
+    #[serde(default)]
+    pub cadence_secs: Option<f64>,
 }
 
 /// The model's input tensor.
@@ -86,7 +129,11 @@ pub struct Manifest {
     /// Sensor types this bundle serves (the registry indexes by them).
     pub sensor_types: Vec<SensorType>,
     pub kind: BundleKind,
-    /// Ordered model input: names from [`WINDOW_FEATURES`] or [`ROLLING_FEATURES`].
+    /// Absolute features (default) or features relative to the channel's baseline.
+    #[serde(default)]
+    pub reference: Reference,
+    /// Ordered model input: names from [`WINDOW_FEATURES`] or [`ROLLING_FEATURES`]
+    /// (absolute), or the health features of [`BundleKind::features_for`] (baseline).
     pub features: Vec<String>,
     #[serde(default)]
     pub window: Option<WindowSpec>,
@@ -137,14 +184,15 @@ impl Manifest {
         if self.features.is_empty() {
             return Err(bad("features", "must list at least one feature".into()));
         }
-        let known = self.kind.known_features();
+        let known = self.kind.features_for(self.reference);
         for (i, f) in self.features.iter().enumerate() {
             if !known.contains(&f.as_str()) {
                 return Err(bad(
                     "features",
                     format!(
-                        "unknown feature `{f}` for kind {}; known: {}",
+                        "unknown feature `{f}` for kind {} with reference {}; known: {}",
                         self.kind.as_str(),
+                        self.reference.as_str(),
                         known.join(", ")
                     ),
                 ));
@@ -154,6 +202,12 @@ impl Manifest {
             }
         }
         match self.kind {
+            // A relative bundle works at any rate and cadence: no window or rolling
+            // spec is required (one that is given is checked below all the same).
+            BundleKind::Window
+                if self.reference == Reference::Baseline && self.window.is_none() => {}
+            BundleKind::Rolling
+                if self.reference == Reference::Baseline && self.rolling.is_none() => {}
             BundleKind::Window => {
                 let Some(w) = &self.window else {
                     return Err(bad("window", "required for kind window".into()));
@@ -185,6 +239,12 @@ impl Manifest {
                     return Err(bad(
                         "rolling",
                         format!("length {} must be 2..=100000", r.length),
+                    ));
+                }
+                if let Some(c) = r.cadence_secs.filter(|c| !(c.is_finite() && *c > 0.0)) {
+                    return Err(bad(
+                        "rolling",
+                        format!("cadence_secs {c} must be a positive number of seconds"),
                     ));
                 }
             }
@@ -226,6 +286,16 @@ impl Manifest {
             return Err(bad("example.output", "must be a finite number".into()));
         }
         Ok(())
+    }
+
+    /// True when the model's window features only mean something at its own rate.
+    pub fn rate_bound(&self) -> Option<f64> {
+        match (self.kind, self.reference) {
+            (BundleKind::Window, Reference::Absolute) => {
+                self.window.as_ref().map(|w| w.sample_rate_hz)
+            }
+            _ => None,
+        }
     }
 
     /// `name@version`, as window records and alert evidence name the detector.

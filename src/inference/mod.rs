@@ -22,8 +22,8 @@ pub mod s3;
 pub mod sync;
 
 pub use bundle::ModelBundle;
-pub use manifest::{BundleKind, Manifest};
-pub use registry::{shared, ModelRegistry, Selection, SharedRegistry};
+pub use manifest::{BundleKind, Manifest, Reference};
+pub use registry::{shared, Choice, ModelRegistry, Selection, SharedRegistry};
 
 use std::path::PathBuf;
 

@@ -3,9 +3,17 @@
 //! Selection follows the cloud's rules: temperature, pressure, humidity, voltage and
 //! pump fall back to `general` models; vibration and bearing share models; `general`
 //! comes last for every type. A bundle is only chosen for a channel whose data it can
-//! consume (a `window` bundle for waveform channels, a `rolling` one for scalars); when
-//! nothing fits, [`ModelRegistry::select`] returns `None` and the pipeline runs its
-//! statistical fallback.
+//! consume: a `window` bundle for waveform channels, a `rolling` one for scalars, and
+//! an absolute window bundle only at the sample rate it was trained at (a relative
+//! bundle works at any rate). Every candidate passed over is reported with the reason
+//! ([`Choice::skipped`]), so `models list`, `check` and the log can say which detector
+//! really scores a channel and why. When nothing fits, the pipeline scores with its
+//! built-in relative rule.
+//!
+//! The shipped defaults, in priority order: `vibration-relative` and `scalar-relative`
+//! (relative to each channel's baseline: they serve machines never seen before), then
+//! `vibration-default` and `temperature-default` (absolute models of the CWRU rig and
+//! the NAB machine, used only when pinned or named by the S3 index).
 //!
 //! S3 sync adds two layers on top: the index's assignment per sensor type (it wins
 //! for that type) and per-device pins from the config (they win for that device).
@@ -32,6 +40,16 @@ pub fn shared(registry: ModelRegistry) -> SharedRegistry {
 
 /// The shipped default bundles, compiled in: (name, manifest.json, model.onnx).
 pub const DEFAULT_BUNDLES: &[(&str, &[u8], &[u8])] = &[
+    (
+        "vibration-relative",
+        include_bytes!("../../models/vibration-relative/manifest.json"),
+        include_bytes!("../../models/vibration-relative/model.onnx"),
+    ),
+    (
+        "scalar-relative",
+        include_bytes!("../../models/scalar-relative/manifest.json"),
+        include_bytes!("../../models/scalar-relative/model.onnx"),
+    ),
     (
         "vibration-default",
         include_bytes!("../../models/vibration-default/manifest.json"),
@@ -67,6 +85,29 @@ pub enum Selection {
     Index(SensorType),
     /// A bundle (built-in or cached) whose manifest lists this sensor type.
     Listed(SensorType),
+}
+
+/// The outcome of selecting a bundle for one channel.
+#[derive(Debug, Clone, Default)]
+pub struct Choice {
+    /// The bundle that scores the channel, and why.
+    pub chosen: Option<(Arc<ModelBundle>, Selection)>,
+    /// Candidates passed over (pinned, assigned or listed for the channel's type and
+    /// kind), each with the reason in words.
+    pub skipped: Vec<(Arc<ModelBundle>, String)>,
+}
+
+/// Why `bundle` cannot score a channel sampled at `rate` (None: it can).
+fn unfit(bundle: &ModelBundle, rate: Option<f64>) -> Option<String> {
+    let trained = bundle.manifest().rate_bound()?;
+    let rate = rate?;
+    if (trained - rate).abs() <= 1e-6 * trained.abs() {
+        return None;
+    }
+    Some(format!(
+        "trained at {} Hz, and this channel samples at {} Hz: its spectral features would not mean the same",
+        trained, rate
+    ))
 }
 
 impl ModelRegistry {
@@ -160,29 +201,69 @@ impl ModelRegistry {
     }
 
     /// The bundle and why: a pin of `device` first, then per type along the fallback
-    /// chain the index's assignment, then any listed bundle.
+    /// chain the index's assignment, then any listed bundle (ignoring sample rates;
+    /// see [`ModelRegistry::choose_at`]).
     pub fn choose(
         &self,
         device: Option<&str>,
         sensor_type: SensorType,
         kind: BundleKind,
     ) -> Option<(Arc<ModelBundle>, Selection)> {
+        self.choose_at(device, sensor_type, kind, None).chosen
+    }
+
+    /// Like [`ModelRegistry::choose`] for a channel sampled at `rate` (waveforms):
+    /// an absolute window bundle trained at another rate is passed over, and said so.
+    pub fn choose_at(
+        &self,
+        device: Option<&str>,
+        sensor_type: SensorType,
+        kind: BundleKind,
+        rate: Option<f64>,
+    ) -> Choice {
+        let mut choice = Choice::default();
+        let consider = |b: &Arc<ModelBundle>, why: Selection, choice: &mut Choice| -> bool {
+            if b.kind() != kind {
+                return false;
+            }
+            match unfit(b, rate) {
+                None => {
+                    choice.chosen = Some((b.clone(), why));
+                    true
+                }
+                Some(reason) => {
+                    if !choice.skipped.iter().any(|(s, _)| Arc::ptr_eq(s, b)) {
+                        choice.skipped.push((b.clone(), reason));
+                    }
+                    false
+                }
+            }
+        };
         if let Some(pinned) = device
             .filter(|_| !self.pins.is_empty())
             .and_then(|d| self.pins.get(d))
-            .filter(|b| b.kind() == kind)
         {
-            return Some((pinned.clone(), Selection::Pinned));
-        }
-        fallback_chain(sensor_type).iter().find_map(|t| {
-            if let Some(b) = self.assigned.get(t).filter(|b| b.kind() == kind) {
-                return Some((b.clone(), Selection::Index(*t)));
+            if consider(pinned, Selection::Pinned, &mut choice) {
+                return choice;
             }
-            self.bundles
+        }
+        for t in fallback_chain(sensor_type) {
+            if let Some(b) = self.assigned.get(t) {
+                if consider(b, Selection::Index(*t), &mut choice) {
+                    return choice;
+                }
+            }
+            for b in self
+                .bundles
                 .iter()
-                .find(|b| b.kind() == kind && b.manifest().sensor_types.contains(t))
-                .map(|b| (b.clone(), Selection::Listed(*t)))
-        })
+                .filter(|b| b.manifest().sensor_types.contains(t))
+            {
+                if consider(b, Selection::Listed(*t), &mut choice) {
+                    return choice;
+                }
+            }
+        }
+        choice
     }
 }
 

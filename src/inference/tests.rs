@@ -224,25 +224,72 @@ fn score_checks_the_feature_count_and_reuses_the_plan() {
 }
 
 #[test]
+fn an_absolute_bundle_at_another_rate_is_passed_over_and_said_so() {
+    let reg = ModelRegistry::with_defaults().expect("defaults load");
+    let absolute = reg
+        .bundles()
+        .iter()
+        .find(|b| b.manifest().name == "vibration-default")
+        .expect("shipped")
+        .clone();
+    let mut pins = std::collections::HashMap::new();
+    pins.insert("fan".to_string(), absolute);
+    let reg = reg.with_assignments(Default::default(), pins);
+    // 12 kHz: the pinned CWRU model fits.
+    let c = reg.choose_at(
+        Some("fan"),
+        SensorType::Vibration,
+        BundleKind::Window,
+        Some(12_000.0),
+    );
+    let (b, why) = c.chosen.expect("chosen");
+    assert_eq!(b.manifest().name, "vibration-default");
+    assert_eq!(why, Selection::Pinned);
+    assert!(c.skipped.is_empty());
+    // 20 kHz: passed over with the reason, and the relative bundle scores instead.
+    let c = reg.choose_at(
+        Some("fan"),
+        SensorType::Vibration,
+        BundleKind::Window,
+        Some(20_000.0),
+    );
+    assert_eq!(
+        c.chosen.expect("chosen").0.manifest().name,
+        "vibration-relative"
+    );
+    assert_eq!(c.skipped.len(), 1);
+    assert!(c.skipped[0].1.contains("12000 Hz"), "{}", c.skipped[0].1);
+    assert!(c.skipped[0].1.contains("20000 Hz"), "{}", c.skipped[0].1);
+}
+
+#[test]
 fn registry_follows_the_cloud_fallbacks() {
     let reg = ModelRegistry::with_defaults().expect("defaults load");
     let name = |t, k| reg.select(t, k).map(|b| b.manifest().name.clone());
+    // The relative bundles come first: they serve machines never seen before.
     assert_eq!(
         name(SensorType::Vibration, BundleKind::Window).as_deref(),
-        Some("vibration-default")
+        Some("vibration-relative")
     );
     assert_eq!(
         name(SensorType::Bearing, BundleKind::Window).as_deref(),
-        Some("vibration-default")
+        Some("vibration-relative")
     );
     assert_eq!(
         name(SensorType::Temperature, BundleKind::Rolling).as_deref(),
-        Some("temperature-default")
+        Some("scalar-relative")
     );
-    // Nothing serves pressure (no general model shipped): the fallback runs.
-    assert_eq!(name(SensorType::Pressure, BundleKind::Rolling), None);
-    // A waveform model never scores a scalar channel, and vice versa.
-    assert_eq!(name(SensorType::Vibration, BundleKind::Rolling), None);
+    // Pressure falls back to `general`, which the scalar relative bundle lists.
+    assert_eq!(
+        name(SensorType::Pressure, BundleKind::Rolling).as_deref(),
+        Some("scalar-relative")
+    );
+    // A waveform model never scores a scalar channel, and vice versa: a scalar
+    // vibration channel (a velocity RMS register) is a slow scalar.
+    assert_eq!(
+        name(SensorType::Vibration, BundleKind::Rolling).as_deref(),
+        Some("scalar-relative")
+    );
     assert_eq!(name(SensorType::Temperature, BundleKind::Window), None);
 
     // A general rolling model serves pressure; a bearing-only model serves vibration.
@@ -255,7 +302,7 @@ fn registry_follows_the_cloud_fallbacks() {
     assert_eq!(
         reg2.select(SensorType::Vibration, BundleKind::Window)
             .map(|b| b.manifest().name.clone()),
-        Some("vibration-default".to_string()),
+        Some("vibration-relative".to_string()),
         "vibration's own model comes before the bearing one"
     );
     assert_eq!(

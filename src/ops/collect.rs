@@ -228,6 +228,96 @@ fn devices(live: &Live, out: &mut Exposition) {
     }
 }
 
+/// Per-channel detection: baseline learning and what was learned, the detector in
+/// use, the trend and open episodes, data/bundle mismatches.
+fn detection(live: &Live, out: &mut Exposition) {
+    let channels = live
+        .pipeline
+        .channels
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    if let Some(mut f) = out.family(
+        "edgegw_baseline_progress",
+        "Share of the channel's learning period done, 0..1 (1: baseline learned and held fixed).",
+        Kind::Gauge,
+    ) {
+        for c in &channels {
+            f.sample(&[("sensor_id", &c.sensor_id)], c.baseline_progress);
+        }
+    }
+    if let Some(mut f) = out.family(
+        "edgegw_baseline_learned_timestamp_seconds",
+        "When the channel's baseline was learned (Unix time).",
+        Kind::Gauge,
+    ) {
+        for c in &channels {
+            if let Some(t) = c.baseline_learned_us {
+                f.sample(&[("sensor_id", &c.sensor_id)], t as f64 / 1e6);
+            }
+        }
+    }
+    if let Some(mut f) = out.family(
+        "edgegw_baseline_typical",
+        "The learned typical (median) value of each health feature of a channel.",
+        Kind::Gauge,
+    ) {
+        for c in &channels {
+            for (feature, v) in &c.baseline {
+                f.sample(&[("sensor_id", &c.sensor_id), ("feature", feature)], *v);
+            }
+        }
+    }
+    if let Some(mut f) = out.family(
+        "edgegw_detection_detector",
+        "The detector that scored the channel's last window or reading (value 1).",
+        Kind::Gauge,
+    ) {
+        for c in &channels {
+            f.sample(
+                &[("sensor_id", &c.sensor_id), ("detector", &c.detector)],
+                1.0,
+            );
+        }
+    }
+    if let Some(mut f) = out.family(
+        "edgegw_detection_trend",
+        "Trend (CUSUM) level of the channel's score; it alarms above edgegw_detection_trend_alarm.",
+        Kind::Gauge,
+    ) {
+        for c in &channels {
+            f.sample(&[("sensor_id", &c.sensor_id)], c.trend);
+        }
+    }
+    if let Some(mut f) = out.family(
+        "edgegw_detection_trend_alarm",
+        "Alarm level of the trend (CUSUM).",
+        Kind::Gauge,
+    ) {
+        for c in &channels {
+            f.sample(&[("sensor_id", &c.sensor_id)], c.trend_alarm);
+        }
+    }
+    if let Some(mut f) = out.family(
+        "edgegw_detection_open_severity",
+        "Severity 1..5 of the channel's open fault episode (0: none).",
+        Kind::Gauge,
+    ) {
+        for c in &channels {
+            f.sample(&[("sensor_id", &c.sensor_id)], f64::from(c.open_severity));
+        }
+    }
+    if let Some(mut f) = out.family(
+        "edgegw_detection_warnings",
+        "Warnings about the channel's data against its detector (sample rate, cadence).",
+        Kind::Gauge,
+    ) {
+        for c in &channels {
+            f.sample(&[("sensor_id", &c.sensor_id)], c.warnings.len() as f64);
+        }
+    }
+}
+
 fn pipeline(live: &Live, out: &mut Exposition) {
     let c = live
         .pipeline
@@ -297,7 +387,21 @@ fn pipeline(live: &Live, out: &mut Exposition) {
     ) {
         f.sample(&[("by", "model")], c.scored_by_model as f64);
         f.sample(&[("by", "fallback")], c.scored_by_fallback as f64);
+        f.sample(&[("by", "commissioning")], c.commissioning as f64);
     }
+    out.single(
+        "edgegw_pipeline_baselines_learned_total",
+        "Learning periods that ended: a channel's baseline is now held fixed.",
+        Kind::Counter,
+        c.baselines_learned as f64,
+    );
+    out.single(
+        "edgegw_pipeline_mismatch_warnings_total",
+        "Channels whose data does not fit a model bundle chosen for them (sample rate, cadence).",
+        Kind::Counter,
+        c.mismatch_warnings as f64,
+    );
+    detection(live, out);
     out.single(
         "edgegw_pipeline_batches_total",
         "Batches the processor took from the sources channel (liveness probes included).",

@@ -11,6 +11,7 @@
 //! Nothing here touches the data path: ops code reads counters, it never holds up a
 //! batch and never writes to the outbox.
 
+pub mod baseline;
 pub mod collect;
 pub mod http;
 pub mod metrics;
@@ -91,9 +92,19 @@ pub struct PipelineStats {
     /// Time to process the batches in which a model scored at least one window or
     /// reading: an upper bound of inference latency (tract is the bulk of it).
     pub inference_batch_seconds: Histogram,
+    /// What detection does on each channel (detector, baseline learning, trend),
+    /// published by the processor thread every few seconds.
+    pub channels: Mutex<Vec<crate::pipeline::processor::ChannelStatus>>,
 }
 
 impl PipelineStats {
+    /// Replaces the published channel status.
+    pub fn publish_channels(&self, status: Vec<crate::pipeline::processor::ChannelStatus>) {
+        if let Ok(mut c) = self.channels.lock() {
+            *c = status;
+        }
+    }
+
     /// Called by the processor thread after each batch.
     pub fn record(&self, counters: &ProcessorCounters, elapsed: Duration) {
         let model_ran = match self.counters.lock() {

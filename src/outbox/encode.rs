@@ -65,6 +65,7 @@ pub(crate) mod tests {
             value: 2.5 + (i as f64) * 0.001,
             quality: 1.0,
             flags: Vec::new(),
+            detection: None,
         })
     }
 

@@ -777,6 +777,19 @@ impl Outbox {
             .map_err(|e| self.err("reading state", e))
     }
 
+    /// Keys of the state table that start with `prefix`, sorted.
+    pub fn state_keys(&self, prefix: &str) -> Result<Vec<String>, OutboxError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key FROM state WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")
+            .map_err(|e| self.err("listing state", e))?;
+        let rows = stmt
+            .query_map([prefix], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err("listing state", e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err("listing state", e))
+    }
+
     /// Stores a value in the key-value state table (replacing any previous one).
     pub fn put_state(&mut self, key: &str, value: &[u8]) -> Result<(), OutboxError> {
         self.writable()?;

@@ -4,7 +4,10 @@
 //! driven only by reading timestamps (never the wall clock):
 //! - **open** when at least `debounce_k` of the last `debounce_m` windows are anomalous,
 //!   unless a previous episode closed less than `cooldown_secs` ago;
-//! - while open, an **update** at most every `update_interval_secs`, and only for an
+//! - while open, an **escalation** as soon as the condition is worse by a whole
+//!   severity step, sustained like an opening (the `debounce_k`-th highest confidence
+//!   of the last `debounce_m` windows maps to a higher severity than the episode has);
+//! - otherwise an **update** at most every `update_interval_secs`, and only for an
 //!   anomalous window (fresh evidence);
 //! - **resolved** when the score stayed below `threshold * hysteresis` for
 //!   `clear_windows` consecutive windows; windows between that level and the threshold
@@ -33,15 +36,21 @@ pub enum Transition {
     None,
     Open,
     Update,
+    /// Still open, and worse by at least one severity step.
+    Escalate,
     Resolved,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct OpenEpisode {
     episode_us: TimestampUs,
     last_emit_us: TimestampUs,
     clear_run: u32,
     peak_confidence: f64,
+    /// Severity last reported upstream (open or escalation).
+    severity: u8,
+    /// Confidences of the last `debounce_m` observations (0 for a calm one).
+    recent: std::collections::VecDeque<f64>,
 }
 
 /// The episode state of one channel for one kind of problem.
@@ -64,12 +73,28 @@ impl EpisodeTracker {
 
     /// The episode id (time it opened), if one is open.
     pub fn episode_us(&self) -> Option<TimestampUs> {
-        self.open.map(|o| o.episode_us)
+        self.open.as_ref().map(|o| o.episode_us)
     }
 
     /// Highest confidence seen in the open episode.
     pub fn peak_confidence(&self) -> f64 {
-        self.open.map_or(0.0, |o| o.peak_confidence)
+        self.open.as_ref().map_or(0.0, |o| o.peak_confidence)
+    }
+
+    /// Severity the open episode last reported (0 when none is open).
+    pub fn severity(&self) -> u8 {
+        self.open.as_ref().map_or(0, |o| o.severity)
+    }
+
+    /// The confidence the episode can claim as sustained: the `debounce_k`-th highest
+    /// of the last `debounce_m` observations.
+    pub fn sustained_confidence(&self, rules: &EpisodeRules) -> f64 {
+        let Some(o) = &self.open else { return 0.0 };
+        let mut v: Vec<f64> = o.recent.iter().copied().collect();
+        v.sort_by(|a, b| b.total_cmp(a));
+        v.get(rules.debounce_k.max(1) as usize - 1)
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// How many of the last `debounce_m` verdicts were anomalous.
@@ -89,6 +114,11 @@ impl EpisodeTracker {
     ) -> Transition {
         self.history = ((self.history << 1) | u64::from(anomalous)) & mask(rules.debounce_m);
         if let Some(open) = &mut self.open {
+            open.recent
+                .push_back(if anomalous { confidence } else { 0.0 });
+            while open.recent.len() > rules.debounce_m.max(1) as usize {
+                open.recent.pop_front();
+            }
             if anomalous {
                 open.peak_confidence = open.peak_confidence.max(confidence);
             }
@@ -99,6 +129,16 @@ impl EpisodeTracker {
                 self.cooldown_until_us = Some(ts_us.saturating_add(rules.cooldown_us));
                 return Transition::Resolved;
             }
+            let sustained = self.sustained_confidence(rules);
+            let Some(open) = &mut self.open else {
+                return Transition::None;
+            };
+            let severity = severity_from_confidence(sustained);
+            if anomalous && severity > open.severity {
+                open.severity = severity;
+                open.last_emit_us = ts_us;
+                return Transition::Escalate;
+            }
             if anomalous && ts_us - open.last_emit_us >= rules.update_interval_us {
                 open.last_emit_us = ts_us;
                 return Transition::Update;
@@ -107,11 +147,15 @@ impl EpisodeTracker {
         }
         let cooling = self.cooldown_until_us.is_some_and(|until| ts_us < until);
         if anomalous && !cooling && self.recent_anomalous(rules) >= rules.debounce_k.max(1) {
+            let mut recent = std::collections::VecDeque::with_capacity(rules.debounce_m as usize);
+            recent.push_back(confidence);
             self.open = Some(OpenEpisode {
                 episode_us: ts_us,
                 last_emit_us: ts_us,
                 clear_run: 0,
                 peak_confidence: confidence,
+                severity: severity_from_confidence(confidence),
+                recent,
             });
             return Transition::Open;
         }
@@ -137,6 +181,11 @@ pub fn anomaly_type(sensor_type: SensorType) -> String {
 
 pub const SENSOR_STUCK: &str = "sensor_stuck";
 pub const SENSOR_OUT_OF_RANGE: &str = "sensor_out_of_range";
+/// Vibration energy fell far below the channel's baseline: the machine stopped, runs
+/// at another speed or load, or the sensor came loose. Information, not a fault.
+pub const STATE_CHANGED: &str = "machine_state_changed";
+/// Velocity RMS in ISO 20816-3 zone C or D.
+pub const VIBRATION_SEVERITY: &str = "vibration_severity";
 
 /// A few sensible next steps for plant maintenance, per anomaly type.
 pub fn recommended_actions(anomaly_type: &str) -> Vec<String> {
@@ -170,6 +219,16 @@ pub fn recommended_actions(anomaly_type: &str) -> Vec<String> {
         "humidity_anomaly" => &[
             "Check ventilation, door seals and dehumidifiers",
             "Look for water leaks or condensation near the sensor",
+        ],
+        STATE_CHANGED => &[
+            "Check whether the machine is running, and at its usual speed and load",
+            "Check the sensor's mounting (magnet, stud, adhesive) and its cable",
+            "After maintenance or a change of operating point, start a new baseline: edgegw baseline reset DEVICE",
+        ],
+        VIBRATION_SEVERITY => &[
+            "Plan an inspection: ISO 20816-3 zone C is not suitable for long-term continuous operation, zone D may damage the machine",
+            "Check balance, alignment, looseness and the foundation",
+            "Confirm with a portable vibration meter at the same point",
         ],
         SENSOR_STUCK => &[
             "Check the sensor's power and wiring",
@@ -324,6 +383,30 @@ mod tests {
         // Anomalous again right away: nothing until the cooldown (100 s after 40) ends.
         let got = run(&mut t, 50, &[2.0; 12]);
         assert_eq!(got, vec![(140, Transition::Open)]);
+    }
+
+    #[test]
+    fn a_worsening_condition_escalates_once_per_step() {
+        let r = rules();
+        let mut t = EpisodeTracker::new();
+        let mut got = Vec::new();
+        // Confidence 0.1 (severity 1) opens; then 0.5 (severity 3) for 5 windows,
+        // then 0.9 (severity 5): escalations when 3 of the last 5 reach a level.
+        let confs = [0.1, 0.1, 0.1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9, 0.9];
+        for (i, c) in confs.iter().enumerate() {
+            let tr = t.observe(&r, i as i64 * S, true, false, *c);
+            if tr != Transition::None {
+                got.push((i, tr, t.severity()));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (2, Transition::Open, 1),
+                (5, Transition::Escalate, 3),
+                (10, Transition::Escalate, 5)
+            ]
+        );
     }
 
     #[test]

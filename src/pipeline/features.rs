@@ -10,8 +10,16 @@
 //! continue the previous one in time, or the sample rate changes, the partial window is
 //! dropped and windowing restarts.
 //!
+//! [`FeatureExtractor::compute_all`] adds the physical, rate-aware features of
+//! [`super::physical`] from the same forward FFT (the physical module owns their
+//! definitions and the envelope machinery; this one owns the window and its spectrum).
+//!
 //! This module knows nothing about models, alerts or records.
 
+use super::physical::{
+    physical_features, CentredStats, EnvelopeAnalyser, EnvelopeResolution, PhysicalFeatures,
+    PhysicalParams,
+};
 use crate::record::TimestampUs;
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
@@ -76,6 +84,9 @@ pub struct FeatureExtractor {
     centred: Vec<f64>,
     spectrum: Vec<Complex<f64>>,
     scratch: Vec<Complex<f64>>,
+    /// Envelope plans and buffers for [`FeatureExtractor::compute_all`], made on its
+    /// first call (an extractor used only for `compute` never pays for them).
+    envelope: EnvelopeAnalyser,
 }
 
 impl std::fmt::Debug for FeatureExtractor {
@@ -97,6 +108,7 @@ impl FeatureExtractor {
             spectrum: fft.make_output_vec(),
             scratch: fft.make_scratch_vec(),
             fft,
+            envelope: EnvelopeAnalyser::new(),
         }
     }
 
@@ -111,6 +123,60 @@ impl FeatureExtractor {
     /// Features of `x` sampled at `sample_rate_hz`. Returns `None` when `x` does not
     /// have the extractor's length.
     pub fn compute(&mut self, x: &[f32], sample_rate_hz: f64) -> Option<WindowFeatures> {
+        self.analyse(x, sample_rate_hz)
+            .map(|(features, _)| features)
+    }
+
+    /// The canonical features (exactly what `compute` returns) and the physical features, from one FFT.
+    ///
+    /// Returns `None` when `x` does not have the extractor's length, like `compute`.
+    /// The envelope spectrum of the window is then available from
+    /// [`FeatureExtractor::envelope_spectrum`] until the next call.
+    pub fn compute_all(
+        &mut self,
+        x: &[f32],
+        params: &PhysicalParams,
+    ) -> Option<(WindowFeatures, PhysicalFeatures)> {
+        let (features, peak) = self.analyse(x, params.sample_rate_hz)?;
+        let stats = CentredStats {
+            rms: features.0[4],
+            kurtosis: features.0[2],
+            peak,
+        };
+        let physical =
+            physical_features(stats, &self.spectrum, self.len, params, &mut self.envelope);
+        Some((features, physical))
+    }
+
+    /// Envelope spectrum of the last `compute_all`: amplitudes of bins 0.. and their spacing in Hz.
+    ///
+    /// Bin j is at j × spacing (spacing = fs/L, the window's resolution), kept up to
+    /// 2 kHz and the envelope's Nyquist. Empty before the first `compute_all`, and when
+    /// no FFT bin falls in the envelope band.
+    pub fn envelope_spectrum(&self) -> (&[f64], f64) {
+        self.envelope.spectrum()
+    }
+
+    /// How finely `compute_all` samples the envelope ([`EnvelopeResolution::Full`]
+    /// unless changed): a trade of envelope accuracy for time, see the variants.
+    pub fn set_envelope_resolution(&mut self, resolution: EnvelopeResolution) {
+        self.envelope.set_resolution(resolution);
+    }
+
+    pub fn envelope_resolution(&self) -> EnvelopeResolution {
+        self.envelope.resolution()
+    }
+
+    /// How many envelope FFT lengths have cached plans (tests of the no-allocation rule).
+    #[cfg(test)]
+    pub(crate) fn envelope_plans(&self) -> usize {
+        self.envelope.cached_plans()
+    }
+
+    /// The canonical features and max |x − mean| (the physical features' peak). After
+    /// it, `self.spectrum` holds the rfft of the centred window (zeros if the FFT
+    /// failed, so nothing downstream reads a previous window's spectrum).
+    fn analyse(&mut self, x: &[f32], sample_rate_hz: f64) -> Option<(WindowFeatures, f64)> {
         if x.len() != self.len {
             return None;
         }
@@ -152,6 +218,9 @@ impl FeatureExtractor {
             .fft
             .process_with_scratch(&mut self.centred, &mut self.spectrum, &mut self.scratch)
             .is_ok();
+        if !fft_ok {
+            self.spectrum.fill(Complex::new(0.0, 0.0));
+        }
         let scale = 2.0 / n;
         let df = sample_rate_hz / n;
         let (mut best_k, mut best_a) = (1usize, f64::NEG_INFINITY);
@@ -183,7 +252,9 @@ impl FeatureExtractor {
         };
         let centroid = if sum_a > 0.0 { sum_fa / sum_a } else { 0.0 };
         let hfe = if sum_e > 0.0 { sum_e_high / sum_e } else { 0.0 };
-        Some(WindowFeatures([
+        // max |x − mean| in f64: rounding is monotonic, so it is max|c_i| exactly.
+        let centred_peak = (max - mean).max(mean - min);
+        let features = WindowFeatures([
             rms,
             max - min,
             kurtosis,
@@ -195,7 +266,8 @@ impl FeatureExtractor {
             centroid,
             hfe,
             mean,
-        ]))
+        ]);
+        Some((features, centred_peak))
     }
 }
 

@@ -13,9 +13,14 @@
 //! summary buckets) goes through the [`detect::StateStore`] trait the outbox implements.
 
 pub mod alerts;
+pub mod baseline;
+pub mod bearing;
 pub mod detect;
 pub mod features;
+pub mod iso;
+pub mod physical;
 pub mod processor;
+pub mod relative;
 pub mod rolling;
 pub mod settings;
 pub mod summary;

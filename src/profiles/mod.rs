@@ -44,6 +44,25 @@ pub struct Profile {
     pub mqtt: Option<MqttFormat>,
 }
 
+impl Profile {
+    /// The sample rate of a waveform channel (a Modbus waveform block, or an MQTT
+    /// payload with a sample rate), or None for a scalar channel.
+    pub fn waveform_rate(&self, channel: &str) -> Option<f64> {
+        if let Some(w) = self
+            .modbus
+            .as_ref()
+            .and_then(|m| m.waveforms.iter().find(|w| w.channel == channel))
+        {
+            return Some(w.sample_rate_hz);
+        }
+        let m = self.mqtt.as_ref()?;
+        let rate = m.sample_rate_hz?;
+        let raw = matches!(m.payload, PayloadFormat::F32le | PayloadFormat::I16le);
+        let json = m.payload == PayloadFormat::Json;
+        (m.fields.iter().any(|f| f.channel == channel) && (raw || json)).then_some(rate)
+    }
+}
+
 /// One measured quantity.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -55,9 +55,26 @@ pub struct Row<'a> {
 /// Unit of a derived feature channel; `None` for dimensionless features.
 pub fn feature_unit<'a>(feature: &str, signal_unit: &'a str) -> Option<&'a str> {
     match feature {
-        "rms" | "peak_to_peak" | "std" | "mean" | "dominant_freq_amplitude" => Some(signal_unit),
+        "rms"
+        | "peak_to_peak"
+        | "std"
+        | "mean"
+        | "dominant_freq_amplitude"
+        | "accel_rms"
+        | "accel_peak"
+        | "band_0_1k"
+        | "band_1_4k"
+        | "band_4k_up"
+        | "envelope_rms" => Some(signal_unit),
         "dominant_freq" | "spectral_centroid" => Some("Hz"),
-        "high_freq_energy" => Some("ratio"),
+        // In mm/s when the signal is an acceleration the gateway knows (g, m/s²).
+        "velocity_rms" => crate::pipeline::physical::accel_unit_to_ms2(signal_unit).map(|_| "mm/s"),
+        "high_freq_energy"
+        | "envelope_modulation"
+        | "env_ftf"
+        | "env_ball"
+        | "env_bpfo"
+        | "env_bpfi" => Some("ratio"),
         _ => None,
     }
 }
@@ -89,11 +106,16 @@ fn json_number(v: f64) -> Value {
 pub fn rows(rec: &StoredRecord) -> Vec<Row<'_>> {
     match &rec.record {
         Record::Reading(r) => {
-            let metadata = if r.flags.is_empty() {
+            let mut metadata = if r.flags.is_empty() {
                 json!({ "record_key": rec.key })
             } else {
                 json!({ "record_key": rec.key, "flags": r.flags })
             };
+            if let Some(d) = &r.detection {
+                metadata["detector"] = json!(d.detector);
+                metadata["score"] = json!(d.score.map(json_number));
+                metadata["threshold"] = json!(d.threshold.map(json_number));
+            }
             vec![Row {
                 sensor_id: r.sensor_id.as_str().into(),
                 sensor_type: r.sensor_type,
@@ -213,6 +235,7 @@ pub fn record_json(rec: &StoredRecord, gateway: &str) -> Value {
                 "device": r.device,
                 "channel": r.channel,
                 "flags": r.flags,
+                "detection": r.detection,
             },
         }),
         Record::Window(w) => {
@@ -331,6 +354,7 @@ mod tests {
             value: 21.5,
             quality: 1.0,
             flags: vec![],
+            detection: None,
         }));
         let v = record_json(&rec, "gw1");
         for f in [

@@ -14,6 +14,7 @@ pub fn reading(i: i64) -> Record {
         value: i as f64,
         quality: 1.0,
         flags: Vec::new(),
+        detection: None,
     })
 }
 

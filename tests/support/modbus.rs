@@ -53,6 +53,8 @@ pub fn device(id: &str, profile: Arc<LoadedProfile>, poll_interval_ms: u64) -> D
             poll_interval_ms,
             location: String::new(),
             model: None,
+            machine: None,
+            detection: None,
             modbus_tcp: None,
             modbus_rtu: None,
             serial: None,

@@ -115,6 +115,7 @@ pub fn reading(sensor: &str, i: i64, value: f64) -> Record {
         value,
         quality: 1.0,
         flags: Vec::new(),
+        detection: None,
     })
 }
 

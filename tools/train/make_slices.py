@@ -60,6 +60,10 @@ def main() -> int:
     cut = healthy_split(n)
     (cwru_out / "normal_12k_holdout.f32").write_bytes(raw[cut * 4 :])
     print(f"normal_12k_holdout.f32: samples {cut}..{n} of {n}")
+    # The whole healthy recording: the relative detection commissions on its first
+    # half (config/replay/cwru.toml, tests/detection_replay.rs).
+    (cwru_out / "normal_12k.f32").write_bytes(raw)
+    print(f"normal_12k.f32: all {n} samples")
 
     n_fault = int(FAULT_SECONDS * FS)
     for dst, src in FAULT_FILES.items():

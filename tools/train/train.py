@@ -243,7 +243,7 @@ def train_temperature(data: Path, out: Path) -> None:
         m,
         threshold,
         x[0],
-        {"kind": "rolling", "features": TEMP["features"], "rolling": {"length": n}},
+        {"kind": "rolling", "features": TEMP["features"], "rolling": {"length": n, "cadence_secs": 300}},
         {
             "data": (f"NAB {TEMP['source']} ({total} readings, one every 5 minutes): every rolling "
                      f"window of {n} readings (24 h) that touches no labelled anomaly window"),

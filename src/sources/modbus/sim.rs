@@ -6,7 +6,11 @@
 //! `min..max`), encoded with the register's type, order, scale and offset. A waveform
 //! block comes from recordings (played one after the other, the last one looping) or
 //! a generated sine plus noise; each read that starts at the block's first register
-//! advances to the next block, so consecutive polls tile the signal. Reads of a
+//! advances to the next block, so consecutive polls tile the signal. Each waveform
+//! channel can have its own recordings ([`Simulator::set_recordings_for`]), and a
+//! channel can play them once: whole blocks from the first sample, then exception
+//! 0x04 (server device failure) for every read of the block, so that a test knows
+//! when the recording is over ([`Simulator::finished`]). Reads of a
 //! forbidden range, of addresses outside the map (gaps up to the profile's `max_gap`
 //! read as 0, like real devices) and writes answer with an exception. A request to
 //! another unit id, or any request while [`Simulator::set_silent`] is on, gets no
@@ -21,15 +25,31 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_modbus::server::Service;
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
-/// Why a profile cannot be simulated.
+/// Why a profile cannot be simulated, or a recording cannot be played.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("profile {vendor} {model} has no [modbus] register map to simulate")]
     NoModbusMap { vendor: String, model: String },
+    #[error(
+        "{channel:?} is not a waveform channel of profile {profile}; {}",
+        if waveform_channels.is_empty() {
+            "it has no waveform channels".to_string()
+        } else {
+            format!("its waveform channels: {}", waveform_channels.join(", "))
+        }
+    )]
+    NotAWaveformChannel {
+        channel: String,
+        /// Vendor and model.
+        profile: String,
+        /// The profile's waveform channels, in profile order.
+        waveform_channels: Vec<String>,
+    },
 }
 
 /// A simulated Modbus device. Cheap to clone: clones share the device.
@@ -53,6 +73,11 @@ struct State {
     regions: Vec<(Table, u32, u32)>,
     forbidden: Vec<(Table, u32, u32)>,
     model: String,
+    /// Vendor and model, for errors.
+    profile: String,
+    /// True once every block that plays its recordings once has finished (and none
+    /// loops a recording): [`Simulator::wait_finished`] waits on it.
+    finished: watch::Sender<bool>,
 }
 
 struct SimScalar {
@@ -70,6 +95,8 @@ struct SimScalar {
 }
 
 struct SimBlock {
+    /// The channel the block feeds, to pick its recordings and name it in logs.
+    channel: String,
     table: Table,
     start: u32,
     samples: usize,
@@ -82,8 +109,13 @@ struct SimBlock {
 }
 
 struct Playback {
-    /// Recordings played in order; the last one loops. Empty: generated signal.
+    /// Recordings played in order; the last one loops (unless `once`). Empty and not
+    /// `once`: generated signal.
     recordings: Vec<Arc<[f32]>>,
+    /// Play the recordings once, in whole blocks, without looping.
+    once: bool,
+    /// Playing once and no whole block was left: reads of the block answer 0x04.
+    finished: bool,
     which: usize,
     pos: usize,
     /// Samples generated so far (phase of the generated signal).
@@ -132,6 +164,7 @@ impl Simulator {
             .waveforms
             .iter()
             .map(|w| SimBlock {
+                channel: w.channel.clone(),
                 table: w.table,
                 start: wire(w.address),
                 samples: usize::from(w.samples),
@@ -142,6 +175,8 @@ impl Simulator {
                 sample_rate_hz: w.sample_rate_hz,
                 play: Mutex::new(Playback {
                     recordings: Vec::new(),
+                    once: false,
+                    finished: false,
                     which: 0,
                     pos: 0,
                     generated: 0,
@@ -170,6 +205,8 @@ impl Simulator {
                 regions,
                 forbidden,
                 model: format!("SIM {}", profile.model),
+                profile: format!("{} {}", profile.vendor, profile.model),
+                finished: watch::Sender::new(false),
             }),
         })
     }
@@ -178,23 +215,101 @@ impl Simulator {
     /// through every waveform block, looping the last one; restarts at the first.
     /// An empty list switches back to the generated signal.
     pub fn set_recordings(&self, recordings: Vec<Vec<f32>>) {
-        let recs: Vec<Arc<[f32]>> = recordings
-            .into_iter()
-            .filter(|r| !r.is_empty())
-            .map(Arc::from)
-            .collect();
+        let recs = shared(recordings);
         for b in &self.state.blocks {
             if let Ok(mut p) = b.play.lock() {
                 p.recordings = recs.clone();
+                p.once = false;
+                p.finished = false;
                 p.which = 0;
                 p.pos = 0;
             }
         }
+        self.state.update_finished();
     }
 
     /// Replays one recording from now on, looping.
     pub fn set_waveform(&self, samples: Vec<f32>) {
         self.set_recordings(vec![samples]);
+    }
+
+    /// Plays `recordings` one after the other in the waveform block of `channel`
+    /// only, from its first sample on the next read. Looping the last one, or with
+    /// `play_once`, each exactly once in whole blocks (a trailing partial block is
+    /// never served): the read that would go past the last whole block, and every
+    /// read of the block after it, answers exception 0x04 (server device failure).
+    /// Without `play_once`, an empty list switches back to the generated signal.
+    pub fn set_recordings_for(
+        &self,
+        channel: &str,
+        recordings: Vec<Vec<f32>>,
+        play_once: bool,
+    ) -> Result<(), SimError> {
+        let mut blocks = self.blocks_of(channel).peekable();
+        if blocks.peek().is_none() {
+            return Err(SimError::NotAWaveformChannel {
+                channel: channel.to_string(),
+                profile: self.state.profile.clone(),
+                waveform_channels: self.waveform_channels(),
+            });
+        }
+        let recs = shared(recordings);
+        for b in blocks {
+            if let Ok(mut p) = b.play.lock() {
+                p.recordings = recs.clone();
+                p.once = play_once;
+                p.finished = false;
+                p.which = 0;
+                p.pos = 0;
+                // The next read starts a block, wherever it starts.
+                p.current.clear();
+            }
+        }
+        self.state.update_finished();
+        Ok(())
+    }
+
+    /// One recording for the waveform block of `channel`: looped, or with
+    /// `play_once` played once (see [`Simulator::set_recordings_for`]).
+    pub fn set_waveform_for(
+        &self,
+        channel: &str,
+        samples: Vec<f32>,
+        play_once: bool,
+    ) -> Result<(), SimError> {
+        self.set_recordings_for(channel, vec![samples], play_once)
+    }
+
+    /// The profile's waveform channels, in profile order.
+    pub fn waveform_channels(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for b in &self.state.blocks {
+            if !out.contains(&b.channel) {
+                out.push(b.channel.clone());
+            }
+        }
+        out
+    }
+
+    /// True when at least one waveform channel plays its recordings once, every such
+    /// channel has played its last whole block (and been read past it), and no
+    /// channel loops a recording. Channels on the generated signal do not count.
+    pub fn finished(&self) -> bool {
+        self.state.all_played()
+    }
+
+    /// Waits until [`Simulator::finished`] is true.
+    pub async fn wait_finished(&self) {
+        let mut rx = self.state.finished.subscribe();
+        // The sender lives in `state`, which `self` keeps alive: no error possible.
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    fn blocks_of<'a>(&'a self, channel: &'a str) -> impl Iterator<Item = &'a SimBlock> + 'a {
+        self.state
+            .blocks
+            .iter()
+            .filter(move |b| b.channel == channel)
     }
 
     /// While on, no request gets an answer (a hung device).
@@ -219,6 +334,18 @@ impl Simulator {
             .iter()
             .filter_map(|b| b.play.lock().ok().map(|p| p.served))
             .sum()
+    }
+
+    /// Waveform blocks of `channel` served so far; `None` if it is not a waveform
+    /// channel of the profile.
+    pub fn blocks_served_for(&self, channel: &str) -> Option<u64> {
+        let mut blocks = self.blocks_of(channel).peekable();
+        blocks.peek()?;
+        Some(
+            blocks
+                .filter_map(|b| b.play.lock().ok().map(|p| p.served))
+                .sum(),
+        )
     }
 
     /// TCP connections accepted since start.
@@ -343,7 +470,7 @@ impl State {
         {
             return Err(ExceptionCode::IllegalDataAddress);
         }
-        let words = self.read(table, s, usize::from(count));
+        let words = self.read(table, s, usize::from(count))?;
         Ok(Some(match table {
             Table::Holding => Response::ReadHoldingRegisters(words),
             Table::Input => Response::ReadInputRegisters(words),
@@ -354,8 +481,9 @@ impl State {
         }))
     }
 
-    /// Current contents of `count` registers (or bits, as 0/1) from `start`.
-    fn read(&self, table: Table, start: u32, count: usize) -> Vec<u16> {
+    /// Current contents of `count` registers (or bits, as 0/1) from `start`; exception
+    /// 0x04 for a waveform block whose recording has been played once to its end.
+    fn read(&self, table: Table, start: u32, count: usize) -> Result<Vec<u16>, ExceptionCode> {
         let mut out = vec![0u16; count];
         let end = start + count as u32;
         let t = self.started.elapsed().as_secs_f64();
@@ -384,15 +512,53 @@ impl State {
                 continue;
             }
             let Ok(mut p) = b.play.lock() else { continue };
-            if start == b.start || p.current.is_empty() {
-                b.advance(&mut p);
+            if p.finished {
+                return Err(ExceptionCode::ServerDeviceFailure);
+            }
+            if (start == b.start || p.current.is_empty()) && !b.advance(&mut p) {
+                p.finished = true;
+                tracing::info!(
+                    channel = %b.channel,
+                    blocks_served = p.served,
+                    unserved_samples = p.remaining(),
+                    "Waveform recording played once to its end; reads of its block now answer exception 0x04."
+                );
+                drop(p);
+                self.update_finished();
+                return Err(ExceptionCode::ServerDeviceFailure);
             }
             for a in start.max(b.start)..end.min(b_end) {
                 out[(a - start) as usize] =
                     p.current.get((a - b.start) as usize).copied().unwrap_or(0);
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// See [`Simulator::finished`]. Takes each block's lock in turn, never two.
+    fn all_played(&self) -> bool {
+        let mut any_once = false;
+        for b in &self.blocks {
+            let Ok(p) = b.play.lock() else { return false };
+            if p.once {
+                any_once = true;
+                if !p.finished {
+                    return false;
+                }
+            } else if !p.recordings.is_empty() {
+                return false;
+            }
+        }
+        any_once
+    }
+
+    fn update_finished(&self) {
+        let done = self.all_played();
+        self.finished.send_if_modified(|old| {
+            let changed = *old != done;
+            *old = done;
+            changed
+        });
     }
 }
 
@@ -418,9 +584,25 @@ impl SimScalar {
     }
 }
 
+impl Playback {
+    /// Recorded samples not yet served (all recordings, played once).
+    fn remaining(&self) -> usize {
+        self.recordings
+            .iter()
+            .skip(self.which)
+            .map(|r| r.len())
+            .sum::<usize>()
+            .saturating_sub(self.pos)
+    }
+}
+
 impl SimBlock {
-    /// Moves to the next block of samples and encodes it.
-    fn advance(&self, p: &mut Playback) {
+    /// Moves to the next block of samples and encodes it. False, and nothing
+    /// changed, when playing once and no whole block is left.
+    fn advance(&self, p: &mut Playback) -> bool {
+        if p.once && p.remaining() < self.samples {
+            return false;
+        }
         let mut samples = Vec::with_capacity(self.samples);
         while samples.len() < self.samples {
             if p.recordings.is_empty() {
@@ -441,6 +623,8 @@ impl SimBlock {
                 if p.which + 1 < p.recordings.len() {
                     p.which += 1;
                 }
+                // Played once: `remaining()` said a whole block is left, so the
+                // last recording is never rewound here.
                 continue;
             }
             let take = (self.samples - samples.len()).min(rec.len() - p.pos);
@@ -456,7 +640,18 @@ impl SimBlock {
             ));
         }
         p.served += 1;
+        true
     }
+}
+
+/// Recordings as shared slices, empty ones dropped (nothing to play, and an empty
+/// looped recording would never fill a block).
+fn shared(recordings: Vec<Vec<f32>>) -> Vec<Arc<[f32]>> {
+    recordings
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(Arc::from)
+        .collect()
 }
 
 /// Readable ranges: every mapped value, with the gaps between values of one table
@@ -499,4 +694,185 @@ pub fn read_f32_file(path: &std::path::Path) -> std::io::Result<Vec<f32>> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two f32 waveform channels of 4 samples (8 registers) and a scalar.
+    fn sim() -> Simulator {
+        let profile: Profile = toml::from_str(
+            r#"
+vendor = "Test"
+model = "Two-Waves"
+[channels.temp]
+sensor_type = "temperature"
+unit = "°C"
+[channels.wa]
+sensor_type = "vibration"
+unit = "g"
+[channels.wb]
+sensor_type = "vibration"
+unit = "g"
+[modbus]
+[[modbus.registers]]
+channel = "temp"
+table = "input"
+address = 0
+type = "i16"
+[[modbus.waveforms]]
+channel = "wa"
+table = "input"
+address = 100
+samples = 4
+type = "f32"
+sample_rate_hz = 100.0
+[[modbus.waveforms]]
+channel = "wb"
+table = "holding"
+address = 200
+samples = 4
+type = "f32"
+sample_rate_hz = 100.0
+"#,
+        )
+        .unwrap();
+        Simulator::new(&profile, None).unwrap()
+    }
+
+    fn read(sim: &Simulator, req: Request<'static>) -> Result<Vec<f32>, ExceptionCode> {
+        let answer = sim.state.answer(SlaveRequest {
+            slave: 1,
+            request: req,
+        })?;
+        let words = match answer {
+            Some(Response::ReadInputRegisters(w) | Response::ReadHoldingRegisters(w)) => w,
+            other => panic!("unexpected {other:?}"),
+        };
+        Ok(words
+            .chunks_exact(2)
+            .map(|w| f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1])))
+            .collect())
+    }
+
+    fn wa(sim: &Simulator) -> Result<Vec<f32>, ExceptionCode> {
+        read(sim, Request::ReadInputRegisters(100, 8))
+    }
+
+    fn wb(sim: &Simulator) -> Result<Vec<f32>, ExceptionCode> {
+        read(sim, Request::ReadHoldingRegisters(200, 8))
+    }
+
+    #[test]
+    fn each_channel_plays_its_own_recordings() {
+        let sim = sim();
+        sim.set_waveform_for("wa", vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], false)
+            .unwrap();
+        sim.set_recordings_for("wb", vec![vec![10.0, 11.0], vec![20.0, 21.0, 22.0]], false)
+            .unwrap();
+        assert_eq!(wa(&sim).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(wb(&sim).unwrap(), [10.0, 11.0, 20.0, 21.0]);
+        assert_eq!(wa(&sim).unwrap(), [5.0, 6.0, 1.0, 2.0]);
+        // The last recording loops.
+        assert_eq!(wb(&sim).unwrap(), [22.0, 20.0, 21.0, 22.0]);
+        assert_eq!(sim.blocks_served_for("wa"), Some(2));
+        assert_eq!(sim.blocks_served_for("wb"), Some(2));
+        assert_eq!(sim.blocks_served_for("temp"), None);
+        assert_eq!(sim.blocks_served(), 4);
+        assert!(!sim.finished(), "a looping recording never finishes");
+    }
+
+    #[test]
+    fn play_once_serves_whole_blocks_then_exception_4() {
+        let sim = sim();
+        // 9 samples: 2 whole blocks, 1 sample never served.
+        sim.set_recordings_for(
+            "wa",
+            vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0, 7.0, 8.0, 9.0]],
+            true,
+        )
+        .unwrap();
+        sim.set_waveform_for("wb", vec![10.0, 11.0, 12.0, 13.0], true)
+            .unwrap();
+        assert_eq!(wa(&sim).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        // A read inside the block reads the current block, it does not advance.
+        assert_eq!(
+            read(&sim, Request::ReadInputRegisters(104, 4)).unwrap(),
+            [3.0, 4.0]
+        );
+        assert_eq!(wa(&sim).unwrap(), [5.0, 6.0, 7.0, 8.0]);
+        // The rest of the last block is still served until a read goes past it.
+        assert_eq!(
+            read(&sim, Request::ReadInputRegisters(106, 2)).unwrap(),
+            [8.0]
+        );
+        assert_eq!(wa(&sim), Err(ExceptionCode::ServerDeviceFailure));
+        assert_eq!(
+            read(&sim, Request::ReadInputRegisters(106, 2)),
+            Err(ExceptionCode::ServerDeviceFailure)
+        );
+        assert!(!sim.finished(), "wb has not been played");
+        assert_eq!(wb(&sim).unwrap(), [10.0, 11.0, 12.0, 13.0]);
+        assert!(!sim.finished(), "wb's last block was served, not read past");
+        assert_eq!(wb(&sim), Err(ExceptionCode::ServerDeviceFailure));
+        assert!(sim.finished());
+        assert_eq!(sim.blocks_served_for("wa"), Some(2));
+        assert_eq!(sim.blocks_served_for("wb"), Some(1));
+        // Scalars still answer.
+        assert!(sim
+            .state
+            .answer(SlaveRequest {
+                slave: 1,
+                request: Request::ReadInputRegisters(0, 1),
+            })
+            .is_ok());
+        // New recordings start over.
+        sim.set_waveform_for("wb", vec![1.0; 8], false).unwrap();
+        assert!(!sim.finished(), "wb loops now");
+        assert_eq!(wb(&sim).unwrap(), [1.0; 4]);
+    }
+
+    #[test]
+    fn a_recording_shorter_than_a_block_finishes_at_once() {
+        let sim = sim();
+        sim.set_waveform_for("wa", vec![1.0, 2.0, 3.0], true)
+            .unwrap();
+        // wb: generated signal, not counted.
+        assert!(!sim.finished());
+        assert_eq!(wa(&sim), Err(ExceptionCode::ServerDeviceFailure));
+        assert!(sim.finished());
+        assert_eq!(sim.blocks_served_for("wa"), Some(0));
+        assert_eq!(wb(&sim).map(|b| b.len()), Ok(4));
+    }
+
+    #[tokio::test]
+    async fn wait_finished_returns_when_every_channel_is_played() {
+        let sim = sim();
+        sim.set_waveform_for("wa", vec![1.0; 4], true).unwrap();
+        let waiter = tokio::spawn({
+            let sim = sim.clone();
+            async move { sim.wait_finished().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        wa(&sim).unwrap();
+        assert_eq!(wa(&sim), Err(ExceptionCode::ServerDeviceFailure));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("wait_finished did not return")
+            .unwrap();
+    }
+
+    #[test]
+    fn an_unknown_channel_names_the_waveform_channels() {
+        let sim = sim();
+        assert_eq!(sim.waveform_channels(), ["wa", "wb"]);
+        let err = sim.set_waveform_for("temp", vec![1.0], false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"temp\" is not a waveform channel of profile Test Two-Waves; \
+             its waveform channels: wa, wb"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Technician tools: `edgegw modbus read` (one read, raw registers in hex and the
 //! decoded values, optionally under all four word orders side by side) and
-//! `edgegw simulate modbus` (serve a profile over TCP from this laptop).
+//! `edgegw simulate modbus` (serve a profile over TCP from this laptop, replaying
+//! recordings per waveform channel, looped or once).
 //!
 //! The argument structs derive `clap::Args` so the binary flattens them into its
 //! CLI; the functions print to the writer they are given and return errors with the
@@ -323,16 +324,108 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     pub profile: PathBuf,
     /// Waveform recording to replay: raw little-endian f32 samples (in the
-    /// channel's unit), looped. Default: a generated sine plus noise.
-    #[arg(long, value_name = "FILE.f32")]
-    pub data: Option<PathBuf>,
+    /// channel's unit). `CHANNEL=FILE` feeds one waveform channel of the profile;
+    /// a bare `FILE` feeds every waveform channel not given its own. Repeatable:
+    /// several files for one channel play one after the other, the last one looping
+    /// (see --play-once). A path with `=` in its file name: write it with a
+    /// directory, e.g. `./a=b.f32`. Default: a generated sine plus noise.
+    #[arg(long, value_name = "[CHANNEL=]FILE.f32", value_parser = parse_data)]
+    pub data: Vec<DataArg>,
+    /// Play each channel's recordings exactly once, from the first sample, in
+    /// blocks of the waveform block's size, without looping; a trailing partial
+    /// block is not served. Once a channel is past its last whole block, reads of
+    /// its block answer Modbus exception 0x04 (server device failure). When every
+    /// channel with data is over, `finished` is printed on a line of its own; the
+    /// simulator keeps serving the other registers until stopped.
+    #[arg(long, requires = "data")]
+    pub play_once: bool,
     /// Answer this unit id only (others get no answer, like an absent slave).
     /// Default: answer every unit id.
     #[arg(long)]
     pub unit: Option<u8>,
 }
 
-/// Runs the simulator until `cancel` fires; prints the address it listens on.
+/// One `--data` value: a recording for one waveform channel, or (no channel) for
+/// every waveform channel without its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataArg {
+    pub channel: Option<String>,
+    pub path: PathBuf,
+}
+
+/// `CHANNEL=PATH` when the text before the first `=` can be a channel name (letters,
+/// digits, `_`, `-`, `.`, as profiles allow), else a bare path.
+fn parse_data(text: &str) -> Result<DataArg, String> {
+    let named = text.split_once('=').filter(|(ch, _)| {
+        !ch.is_empty()
+            && ch
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    });
+    let (channel, path) = match named {
+        Some((ch, path)) => (Some(ch.to_string()), path),
+        None => (None, text),
+    };
+    if path.is_empty() {
+        return Err(format!("{text:?} names no file: give CHANNEL=FILE or FILE"));
+    }
+    Ok(DataArg {
+        channel,
+        path: PathBuf::from(path),
+    })
+}
+
+/// The recordings of each waveform channel given on the command line, in profile
+/// order, files in command-line order. Errors name the file or the valid channels.
+fn recordings_by_channel(
+    data: &[DataArg],
+    sim: &Simulator,
+    profile: &std::path::Path,
+) -> anyhow::Result<Vec<(String, Vec<PathBuf>)>> {
+    let channels = sim.waveform_channels();
+    for d in data {
+        if let Some(ch) = &d.channel {
+            if !channels.contains(ch) {
+                bail!(
+                    "--data {ch}={}: {ch:?} is not a waveform channel of {}; {}",
+                    d.path.display(),
+                    profile.display(),
+                    if channels.is_empty() {
+                        "the profile has no waveform channels".to_string()
+                    } else {
+                        format!("its waveform channels: {}", channels.join(", "))
+                    }
+                );
+            }
+        }
+    }
+    let bare: Vec<PathBuf> = data
+        .iter()
+        .filter(|d| d.channel.is_none())
+        .map(|d| d.path.clone())
+        .collect();
+    if !bare.is_empty() && channels.is_empty() {
+        tracing::warn!(
+            profile = %profile.display(),
+            "The profile has no waveform channels; --data is not played."
+        );
+    }
+    Ok(channels
+        .into_iter()
+        .filter_map(|ch| {
+            let own: Vec<PathBuf> = data
+                .iter()
+                .filter(|d| d.channel.as_deref() == Some(ch.as_str()))
+                .map(|d| d.path.clone())
+                .collect();
+            let files = if own.is_empty() { bare.clone() } else { own };
+            (!files.is_empty()).then_some((ch, files))
+        })
+        .collect())
+}
+
+/// Runs the simulator until `cancel` fires; prints the address it listens on and,
+/// with `--play-once`, `finished` when every recording has been played.
 pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let mut diags = Vec::new();
     let loaded = crate::profiles::load_profile(&args.profile, &mut diags);
@@ -346,10 +439,23 @@ pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> 
     };
     let sim = Simulator::new(&loaded.profile, args.unit)
         .with_context(|| format!("{}", args.profile.display()))?;
-    if let Some(path) = &args.data {
-        let data = read_f32_file(path)
-            .with_context(|| format!("cannot read recording {}", path.display()))?;
-        sim.set_waveform(data);
+    for (channel, files) in recordings_by_channel(&args.data, &sim, &args.profile)? {
+        let mut recordings = Vec::with_capacity(files.len());
+        for path in &files {
+            recordings.push(
+                read_f32_file(path)
+                    .with_context(|| format!("cannot read recording {}", path.display()))?,
+            );
+        }
+        let samples: usize = recordings.iter().map(Vec::len).sum();
+        tracing::info!(
+            channel = %channel,
+            files = files.len(),
+            samples,
+            play_once = args.play_once,
+            "Replaying recordings."
+        );
+        sim.set_recordings_for(&channel, recordings, args.play_once)?;
     }
     let (addr, handle) = sim
         .bind(args.listen)
@@ -361,6 +467,18 @@ pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> 
         loaded.profile.model,
         args.profile.display()
     );
+    std::io::stdout().flush()?;
+    if args.play_once {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = sim.wait_finished() => {
+                tracing::info!("Every recording has been played once.");
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "finished")?;
+                stdout.flush()?;
+            }
+        }
+    }
     cancel.cancelled().await;
     handle.abort();
     Ok(())

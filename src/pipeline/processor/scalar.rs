@@ -1,0 +1,231 @@
+//! The scalar readings path of the [`Processor`]: validation, the reading record with
+//! its detection, rolling detection (time-based and relative, or a count-based
+//! absolute bundle), ISO zones of velocity registers, summaries.
+
+use super::*;
+
+/// A scored reading waiting for its episode: the detection, the trend (CUSUM level,
+/// alarmed) and the named features for the alert text.
+type AlertInput = (Detection, Option<(f64, bool)>, Vec<(String, f64)>);
+
+impl Processor {
+    pub(super) fn scalar(&mut self, r: &Reading, value: f64, out: &mut Vec<Record>) {
+        let interval = self.settings.summary_interval_secs;
+        let rolling_len_default = self.settings.rolling_length;
+        let choice = self.registry.load().choose_at(
+            Some(&r.device),
+            r.sensor_type,
+            BundleKind::Rolling,
+            None,
+        );
+        let bundle = choice.chosen.map(|(b, _)| b);
+        let rules = self.rules;
+        let rolling_secs = self.device(&r.device).rolling_window_secs;
+        // A speed channel feeds the bearing frequencies of its device's windows.
+        if let Some(sc) = self.device(&r.device).speed_channel.as_deref() {
+            if sc == &*r.channel && value.is_finite() && value > 0.0 {
+                let hz = if r.unit.eq_ignore_ascii_case("hz") {
+                    value
+                } else {
+                    value / 60.0
+                };
+                self.speeds.insert(r.device.to_string(), hz);
+            }
+        }
+        let ch = self.channel(r);
+        let verdict = ch.validator.check_scalar(r.ts_us, value);
+        let mut quality = r.quality;
+        let mut flags = r.flags.clone();
+        verdict.apply(&mut quality, &mut flags);
+        let id = ch.id.clone();
+        // Cadence: a smoothed interval between readings.
+        if let Some(prev) = ch.prev_ts_us {
+            let dt = (r.ts_us - prev) as f64;
+            if dt > 0.0 && (ch.cadence_n == 0 || dt < 20.0 * ch.cadence_us) {
+                ch.cadence_us = if ch.cadence_n == 0 {
+                    dt
+                } else {
+                    ch.cadence_us + 0.1 * (dt - ch.cadence_us)
+                };
+                ch.cadence_n += 1;
+            }
+        }
+        ch.prev_ts_us = Some(r.ts_us);
+        let fault_value = format!("{} {}", fmt_num(value), id.unit);
+        let fault_alerts = sensor_fault_alerts(ch, &rules, r.ts_us, &verdict, &fault_value);
+        let mut summary_done = None;
+        if !verdict.out_of_range {
+            summary_done = ch.summary.push(r.ts_us, value);
+        }
+        self.counters.late_for_summary += std::mem::take(&mut ch.summary.late);
+        self.counters.readings += 1;
+        if !verdict.is_clean() {
+            self.counters.flagged += 1;
+        }
+
+        // Detection. Out-of-range values are not the process: keep them out of it.
+        let scoreable = !(verdict.out_of_range || quality <= 0.0);
+        let clean = verdict.is_clean() && r.quality >= 1.0;
+        let mut info = ScoreInfo {
+            detector: "not-scored".to_string(),
+            score: None,
+            threshold: None,
+        };
+        let mut alert_input: Option<AlertInput> = None;
+        let absolute = bundle
+            .as_ref()
+            .filter(|b| b.manifest().reference == Reference::Absolute);
+        if scoreable {
+            if let Some(b) = absolute {
+                let len = b
+                    .manifest()
+                    .rolling
+                    .as_ref()
+                    .map(|s| s.length)
+                    .unwrap_or(rolling_len_default);
+                self.check_cadence(&id, b);
+                let ch = self.channel(r);
+                let rolling = ch.rolling.get_or_insert_with(|| RollingWindow::new(len));
+                if rolling.len() != len {
+                    *rolling = RollingWindow::new(len);
+                }
+                match rolling.push(value) {
+                    None => {
+                        info.detector =
+                            format!("{} (filling its {len}-reading window)", b.detector());
+                    }
+                    Some(features) => match score_with_model(
+                        b,
+                        &ROLLING_FEATURES,
+                        &features.0,
+                        &mut self.model_input,
+                    ) {
+                        Ok(d) => {
+                            self.counters.scored_by_model += 1;
+                            info = ScoreInfo {
+                                detector: d.detector.clone(),
+                                score: Some(d.score),
+                                threshold: Some(d.threshold),
+                            };
+                            alert_input = Some((d, None, features.named()));
+                        }
+                        Err(e) => {
+                            self.counters.model_errors += 1;
+                            tracing::warn!(sensor_id = %id.sensor_id, error = %e, "Model failed on a reading.");
+                        }
+                    },
+                }
+            } else {
+                let ch = self.channel(r);
+                let tw = ch
+                    .time_window
+                    .get_or_insert_with(|| TimeWindow::new(rolling_secs));
+                if (tw.span_us() as f64 - rolling_secs * 1e6).abs() > 1.0 {
+                    *tw = TimeWindow::new(rolling_secs);
+                }
+                let features = tw.push(r.ts_us, value);
+                // The trend counts hours, so it means the same at any cadence.
+                let weight = ch
+                    .last_scored_us
+                    .map_or(0.0, |l| ((r.ts_us - l).max(0) as f64 / 3.6e9).min(24.0));
+                if let Some(f) = features {
+                    let (det, trend) = self.relative_step(
+                        &id.sensor_id,
+                        bundle.as_ref(),
+                        false,
+                        r.ts_us,
+                        &f.health,
+                        clean,
+                        weight,
+                    );
+                    let ch = self.channel(r);
+                    match det {
+                        None => {
+                            let p = ch.relative.as_ref().map_or(0.0, |d| d.progress(r.ts_us));
+                            info.detector = format!("commissioning {:.0} %", 100.0 * p);
+                        }
+                        Some(d) => {
+                            ch.last_scored_us = Some(r.ts_us);
+                            info = ScoreInfo {
+                                detector: d.detector.clone(),
+                                score: Some(d.score),
+                                threshold: Some(d.threshold),
+                            };
+                            let named = crate::pipeline::rolling::SCALAR_HEALTH_FEATURES
+                                .iter()
+                                .zip(f.health.iter())
+                                .map(|(n, v)| (n.to_string(), *v))
+                                .collect();
+                            alert_input = Some((d, trend, named));
+                        }
+                    }
+                }
+            }
+        }
+        let ch = self.channel(r);
+        ch.detector.clone_from(&info.detector);
+        out.push(Record::Reading(ReadingRecord {
+            sensor_id: id.sensor_id.to_string(),
+            device: id.device.to_string(),
+            channel: id.channel.to_string(),
+            sensor_type: id.sensor_type,
+            unit: id.unit.to_string(),
+            ts_us: r.ts_us,
+            value,
+            quality,
+            flags,
+            detection: Some(info),
+        }));
+        if let Some(done) = summary_done {
+            out.push(Record::Summary(summary_record(&id, interval, &done)));
+            self.counters.summaries += 1;
+        }
+        for a in fault_alerts {
+            self.emit_alert(a, out);
+        }
+        // A velocity RMS register (mm/s) of a device with an ISO 20816-3 class.
+        if let Some((g, f)) = self.device(&r.device).iso {
+            if scoreable
+                && id.unit.eq_ignore_ascii_case("mm/s")
+                && matches!(
+                    id.sensor_type,
+                    crate::record::SensorType::Vibration | crate::record::SensorType::Bearing
+                )
+            {
+                self.iso_episode(&id, r.ts_us, value, g, f, out);
+            }
+        }
+        if let Some((det, trend, named)) = alert_input {
+            self.fault_episode(&id, r.ts_us, &det, trend, &named, "readings", None, out);
+        }
+    }
+
+    /// Warns once when a count-based bundle sees readings at another cadence than it
+    /// was trained at.
+    pub(super) fn check_cadence(&mut self, id: &ChannelId, b: &ModelBundle) {
+        let Some(expected) = b.manifest().rolling.as_ref().and_then(|r| r.cadence_secs) else {
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(&id.sensor_id) else {
+            return;
+        };
+        if ch.cadence_n < 20 || ch.warnings.iter().any(|w| w.starts_with("cadence")) {
+            return;
+        }
+        let got = ch.cadence_us / 1e6;
+        if (got / expected - 1.0).abs() > 0.5 {
+            let w = format!(
+                "cadence: readings come every {} s but {} counts readings made every {} s: its {}-reading window spans {} instead of {}",
+                fmt_num(got),
+                b.detector(),
+                fmt_num(expected),
+                b.manifest().rolling.as_ref().map_or(0, |r| r.length),
+                human_duration_us((got * 1e6) as i64 * b.manifest().rolling.as_ref().map_or(0, |r| r.length) as i64),
+                human_duration_us((expected * 1e6) as i64 * b.manifest().rolling.as_ref().map_or(0, |r| r.length) as i64),
+            );
+            tracing::warn!(sensor_id = %id.sensor_id, warning = %w, "The data's cadence does not fit the model bundle.");
+            ch.warnings.push(w);
+            self.counters.mismatch_warnings += 1;
+        }
+    }
+}
