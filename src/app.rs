@@ -669,7 +669,11 @@ struct Ops {
 }
 
 impl Ops {
-    async fn start(config: &GatewayConfig, gateway: &Gateway) -> anyhow::Result<Ops> {
+    async fn start(
+        config: &GatewayConfig,
+        gateway: &Gateway,
+        listener: Option<(tokio::net::TcpListener, Option<Arc<str>>)>,
+    ) -> anyhow::Result<Ops> {
         let notifier = Notifier::from_env().unwrap_or_else(|e| {
             tracing::warn!("{e}; not notifying systemd");
             Notifier::disabled()
@@ -705,9 +709,8 @@ impl Ops {
             watchdog::probe_period(watchdog),
             cancel.clone(),
         ));
-        let listener = if config.http.enabled {
-            let l = crate::ops::http::bind(&config.http).await?;
-            let token = crate::ops::http::token(&config.http, &l)?;
+        let _ = config;
+        let listener = if let Some((l, token)) = listener {
             tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
                 auth = token.is_some(), "Status listener: /healthz /readyz /metrics");
             let status = crate::ops::http::Status {
@@ -885,13 +888,31 @@ impl Ops {
 
 /// `edgegw run`: start, notify systemd, serve status, reload on SIGHUP, ping the
 /// watchdog while the pipeline makes progress; on SIGTERM/SIGINT shut down in order.
+/// Binds the status listener and resolves its token (None when `[http]` is off).
+async fn bind_status_listener(
+    http: &crate::config::HttpConfig,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, Option<Arc<str>>)>> {
+    if !http.enabled {
+        return Ok(None);
+    }
+    let l = crate::ops::http::bind(http).await.context(
+        "not starting: free the port, choose another http.listen, or set http.enabled = false",
+    )?;
+    let token = crate::ops::http::token(http, &l).context("not starting")?;
+    Ok(Some((l, token)))
+}
+
 pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    // The status listener and its token first: a port that is taken or a token that
+    // cannot be read stops the start-up here, with an error, before any source,
+    // task or thread exists that would have to be stopped again.
+    let listener = bind_status_listener(&loaded.config.http).await?;
     let mut gateway = Gateway::start(&loaded).await?;
-    let ops = match Ops::start(&loaded.config, &gateway).await {
+    let ops = match Ops::start(&loaded.config, &gateway, listener).await {
         Ok(o) => o,
         Err(e) => {
             let _ = gateway.shutdown().await;

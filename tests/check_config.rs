@@ -489,3 +489,19 @@ fn replaced_pipeline_settings_are_warnings_not_errors() {
         && d.message.contains("[pipeline.baseline]")));
     assert!(load(&s.path()).is_ok(), "an old config still runs");
 }
+
+#[test]
+fn an_unreadable_status_token_is_a_warning_from_check() {
+    let c = format!("{BASE}\n[http]\ntoken = {{ file = \"/nonexistent/edgegw-token\" }}\n");
+    let s = Setup::new(&c);
+    let r = s.check();
+    assert_eq!(r.errors(), 0, "{:#?}", r.diags);
+    let w = r
+        .diags
+        .iter()
+        .find(|d| d.field == "http.token")
+        .unwrap_or_else(|| panic!("{:#?}", r.diags));
+    assert!(!w.is_error());
+    assert_eq!(w.line, line_of(&c, "edgegw-token"));
+    assert!(w.message.contains("refuse to start"), "{w}");
+}

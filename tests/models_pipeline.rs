@@ -71,6 +71,7 @@ fn block(i: usize) -> Reading {
         },
         quality: 1.0,
         flags: Vec::new(),
+        arrival: false,
     }
 }
 

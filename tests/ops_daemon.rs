@@ -685,3 +685,57 @@ fn upstream_forwarder_counters_move_in_metrics() {
     );
     let _: () = redis::cmd("DEL").arg(&keys).query(&mut redis).unwrap();
 }
+
+/// `edgegw run` must fail fast, with a line that says why, when its status listener
+/// cannot start (before: it hung for good, with no error, ignoring SIGTERM).
+#[test]
+fn a_status_listener_that_cannot_start_stops_the_start_with_an_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+            vec!["http.listen", "127.0.0.1", "free the port"],
+        ),
+        (
+            format!(
+                "[http]\nlisten = \"127.0.0.1:{}\"\ntoken = {{ file = \"{}\" }}",
+                free_port(),
+                dir.path().join("no-such-token").display()
+            ),
+            vec!["http.token", "no-such-token"],
+        ),
+    ];
+    for (i, (http, words)) in cases.iter().enumerate() {
+        let state = dir.path().join(format!("s{i}"));
+        std::fs::create_dir(&state).unwrap();
+        let cfg = state.join("edgegw.toml");
+        std::fs::write(&cfg, config(&state, http, "")).unwrap();
+        let started = Instant::now();
+        let mut child = Command::new(exe())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_until("edgegw run to give up", Duration::from_secs(20), || {
+            child.try_wait().unwrap()
+        });
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!status.success(), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+        for w in words {
+            assert!(err.contains(w), "{w:?} missing from: {err}");
+        }
+    }
+    drop(taken);
+}

@@ -161,6 +161,19 @@ fn check_config(
     if let Err(p) = c.pipeline.validate() {
         settings_problems.extend(p);
     }
+    // A token the daemon cannot read stops it at start: say so here (a warning, as
+    // `check` may run where the service's environment or credentials are not).
+    if let Some(t) = c.http.token.as_ref().filter(|_| c.http.enabled) {
+        if let Err(e) = t.resolve() {
+            diags.push(
+                file.diag(
+                    &root.join("http").join("token"),
+                    format!("{e}: `edgegw run` will refuse to start unless it can read it"),
+                )
+                .warning(),
+            );
+        }
+    }
     for d in c.pipeline.deprecations() {
         let (field, msg) = d.split_once(": ").unwrap_or(("-", d.as_str()));
         let mut path = FieldPath::root();

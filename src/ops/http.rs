@@ -33,12 +33,12 @@ const OUTBOX_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("cannot listen on {listen} (http.listen): {source}")]
+    #[error("cannot listen on {listen} (http.listen)")]
     Bind {
         listen: String,
         source: std::io::Error,
     },
-    #[error("cannot read the status listener's token (http.token) from {from}: {source}")]
+    #[error("cannot read the status listener's token (http.token) from {from}")]
     Token {
         from: String,
         source: crate::config::SecretError,

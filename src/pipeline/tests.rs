@@ -552,3 +552,44 @@ fn a_drop_in_vibration_is_a_change_of_state_not_a_fault() {
         al[0].description
     );
 }
+
+#[test]
+fn arrival_stamps_stay_distinct_and_payload_stamps_are_kept() {
+    let ch = ChannelId::new("line", "p", SensorType::Pressure, "bar");
+    let mut p = Processor::new(
+        &PipelineSettings::default(),
+        defaults(),
+        Box::new(MemoryStateStore::new()),
+    );
+    let arrival = |ts: i64, v: f64| Reading {
+        arrival: true,
+        ..ch.reading(ts, Value::Scalar(v))
+    };
+    // Five readings received in the same microsecond, then one "earlier" (a clock
+    // step): six distinct, strictly increasing stamps.
+    let batch: Vec<Reading> = (0..5)
+        .map(|i| arrival(T0, f64::from(i)))
+        .chain([arrival(T0 - 10, 9.0)])
+        .collect();
+    let stamps: Vec<i64> = p
+        .process(&batch)
+        .iter()
+        .filter_map(|r| match r {
+            Record::Reading(x) => Some(x.ts_us),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stamps, vec![T0, T0 + 1, T0 + 2, T0 + 3, T0 + 4, T0 + 5]);
+    // A device's own timestamps are its identity: a redelivered one keeps its stamp
+    // (the outbox recognises it), whatever came before.
+    let own = ch.reading(T0, Value::Scalar(1.0));
+    let out = p.process(&[own.clone(), own]);
+    let stamps: Vec<i64> = out
+        .iter()
+        .filter_map(|r| match r {
+            Record::Reading(x) => Some(x.ts_us),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stamps, vec![T0, T0]);
+}

@@ -51,6 +51,12 @@ pub struct Reading {
     pub quality: f32,
     /// Why quality is below 1 (`modbus_exception:2`, `timeout`, ...).
     pub flags: Vec<String>,
+    /// `ts_us` is when the gateway received the value (the device sent no time of its
+    /// own: Modbus polls, serial frames, MQTT payloads without a timestamp field).
+    /// The pipeline keeps such stamps strictly increasing per sensor, so readings
+    /// received in the same microsecond stay distinct readings (the outbox and the
+    /// cloud identify a reading by sensor and time).
+    pub arrival: bool,
 }
 
 /// Identity of a channel, shared by every reading of it (cheap to clone).
@@ -86,6 +92,7 @@ impl ChannelId {
             value,
             quality: 1.0,
             flags: Vec::new(),
+            arrival: false,
         }
     }
 

@@ -180,6 +180,8 @@ struct ChannelState {
     warnings: Vec<String>,
     /// The bearing component the open fault episode last named.
     reported_component: Option<bearing::Component>,
+    /// The last arrival stamp given to a reading of this channel.
+    last_arrival_us: Option<TimestampUs>,
 }
 
 /// The running average of one channel's envelope spectrum.
@@ -416,6 +418,30 @@ impl Processor {
     /// Like [`Processor::process`], appending to `out`.
     pub fn process_into(&mut self, readings: &[Reading], out: &mut Vec<Record>) {
         for r in readings {
+            // Arrival stamps are the gateway's own: kept strictly increasing per
+            // sensor, so two readings received in the same microsecond (a JSON
+            // batch, serial frames read together) stay two readings downstream,
+            // where a reading is identified by sensor and time.
+            let adjusted;
+            let r = if r.arrival {
+                let ch = self.channel(r);
+                let ts = match ch.last_arrival_us {
+                    Some(last) if r.ts_us <= last => last + 1,
+                    _ => r.ts_us,
+                };
+                ch.last_arrival_us = Some(ts);
+                if ts != r.ts_us {
+                    adjusted = Reading {
+                        ts_us: ts,
+                        ..r.clone()
+                    };
+                    &adjusted
+                } else {
+                    r
+                }
+            } else {
+                r
+            };
             match &r.value {
                 Value::Scalar(v) => self.scalar(r, *v, out),
                 Value::Block {
@@ -528,6 +554,7 @@ impl Processor {
                     prev_ts_us: None,
                     warnings: Vec::new(),
                     reported_component: None,
+                    last_arrival_us: None,
                 },
             );
         }

@@ -320,6 +320,10 @@ impl DeviceRunner {
             stats.connected.store(true, Ordering::Relaxed);
             stats.success(now_us(), started.elapsed(), out.readings.len());
         }
+        // Modbus devices send values, not times: every reading is stamped on arrival.
+        for r in &mut out.readings {
+            r.arrival = true;
+        }
         out
     }
 }

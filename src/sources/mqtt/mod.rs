@@ -575,7 +575,12 @@ impl Conn {
                 );
                 continue;
             }
-            let out = r.decoder.decode(&p.topic, &p.payload, arrival);
+            let mut out = r.decoder.decode(&p.topic, &p.payload, arrival);
+            if !r.decoder.has_timestamp() {
+                for reading in &mut out.readings {
+                    reading.arrival = true;
+                }
+            }
             for problem in &out.problems {
                 count(
                     &self.topic_errors,

@@ -329,7 +329,10 @@ fn frame_batch(
             Some(SourceBatch {
                 readings: values
                     .into_iter()
-                    .map(|(ch, v)| ch.reading(ts, Value::Scalar(v)))
+                    .map(|(ch, v)| crate::sources::Reading {
+                        arrival: true,
+                        ..ch.reading(ts, Value::Scalar(v))
+                    })
                     .collect(),
                 ack: None,
             })
