@@ -520,9 +520,15 @@ pub fn outbox(s: &OutboxStats, out: &mut Exposition) {
     );
     out.single(
         "edgegw_outbox_limit_bytes",
-        "Size bound in force (max_size_mb, or lower after a full disk).",
+        "Size bound in force: max_size_mb, lowered by the free disk space or a full disk.",
         Kind::Gauge,
         s.limit_bytes as f64,
+    );
+    out.single(
+        "edgegw_outbox_refusing",
+        "1 while the outbox refuses batches as full (the writer holds them and retries).",
+        Kind::Gauge,
+        f64::from(u8::from(s.refusing)),
     );
     out.single(
         "edgegw_outbox_oldest_age_seconds",
@@ -532,7 +538,7 @@ pub fn outbox(s: &OutboxStats, out: &mut Exposition) {
     );
     if let Some(mut f) = out.family(
         "edgegw_outbox_evicted_total",
-        "Records evicted unsent, by reason (size, age) and kind.",
+        "Records evicted unsent, by reason (size, age; dropped_incoming: no room even after evicting what the batch may evict) and kind.",
         Kind::Counter,
     ) {
         for (key, n) in &s.evicted {

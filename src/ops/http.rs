@@ -225,6 +225,16 @@ async fn route(path: &str, s: &Status) -> Response {
             let age = s.live.progress.since_last_ok();
             if age < HEALTH_STALE_AFTER {
                 Response::text(200, "ok\n")
+            } else if outbox_full(s).await {
+                // Held up by a full outbox, not wedged: a restart would not help (the
+                // watchdog judges the same way). /readyz says "not ready".
+                Response::text(
+                    200,
+                    format!(
+                        "ok: the outbox is full and holds the data; the pipeline waits for room ({} s)\n",
+                        age.as_secs()
+                    ),
+                )
             } else {
                 Response::text(
                     503,
@@ -254,7 +264,16 @@ async fn route(path: &str, s: &Status) -> Response {
     }
 }
 
-/// Ready: started (and not stopping), every source task running, the outbox answering.
+/// True when the outbox is at its bound (as the watchdog judges it).
+async fn outbox_full(s: &Status) -> bool {
+    matches!(
+        tokio::time::timeout(OUTBOX_TIMEOUT, s.outbox.stats()).await,
+        Ok(Ok(stats)) if super::watchdog::outbox_full(&stats)
+    )
+}
+
+/// Ready: started (and not stopping), every source task running, the outbox answering
+/// and not full.
 async fn readyz(s: &Status) -> Response {
     let mut problems = Vec::new();
     if !s.live.ready.load(Relaxed) {
@@ -263,9 +282,15 @@ async fn readyz(s: &Status) -> Response {
     for src in s.live.stopped_sources() {
         problems.push(format!("source {src} has stopped"));
     }
-    let outbox = s.outbox.clone();
-    match tokio::time::timeout(OUTBOX_TIMEOUT, outbox.with(|_| Ok(()))).await {
-        Ok(Ok(())) => {}
+    match tokio::time::timeout(OUTBOX_TIMEOUT, s.outbox.stats()).await {
+        Ok(Ok(stats)) => {
+            if super::watchdog::outbox_full(&stats) {
+                problems.push(format!(
+                    "outbox full: {} of {} bytes in use (max_size_mb or the free disk space)",
+                    stats.used_bytes, stats.limit_bytes
+                ));
+            }
+        }
         Ok(Err(e)) => problems.push(format!("outbox: {e}")),
         Err(_) => problems.push("outbox: no answer within 5 s".into()),
     }
@@ -312,6 +337,48 @@ mod tests {
         assert!(!authorized(Some("s3cret"), Some("Bearer s3creT")));
         assert!(!authorized(Some("s3cret"), Some("Basic s3cret")));
         assert!(!authorized(Some("s3cret"), None));
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_is_alive_but_not_ready() {
+        use crate::outbox::{FullPolicy, Outbox, OutboxHandle, OutboxSettings};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = OutboxSettings {
+            max_size_mb: 1,
+            full_policy: FullPolicy::Block,
+            ..OutboxSettings::default()
+        };
+        let mut o = Outbox::open(&dir.path().join("o.db"), &settings, "gw", &["a"]).expect("open");
+        let mut i = 0;
+        while o
+            .append(
+                &(i..i + 500)
+                    .map(crate::outbox::encode::tests::reading)
+                    .collect::<Vec<_>>(),
+            )
+            .is_ok()
+        {
+            i += 500;
+        }
+        let live = Arc::new(Live::new(crate::inference::shared(
+            crate::inference::ModelRegistry::empty(),
+        )));
+        live.ready.store(true, Relaxed);
+        let s = Status {
+            live: live.clone(),
+            metrics: Metrics::new(),
+            outbox: OutboxHandle::new(o),
+            token: None,
+        };
+        // The pipeline waits for room: no probe for more than a minute.
+        live.progress
+            .age_by(HEALTH_STALE_AFTER + Duration::from_secs(1));
+        let h = route("/healthz", &s).await;
+        assert_eq!(h.code, 200, "{}", h.body);
+        assert!(h.body.contains("outbox is full"), "{}", h.body);
+        let r = route("/readyz", &s).await;
+        assert_eq!(r.code, 503, "{}", r.body);
+        assert!(r.body.contains("outbox full"), "{}", r.body);
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub struct Progress {
     pub last_round_trip_us: AtomicU64,
     pub probes_ok: AtomicU64,
     pub probes_failed: AtomicU64,
+    /// Added to the elapsed time (tests only move it: a stale pipeline without waiting).
+    test_offset_ms: AtomicU64,
 }
 
 impl Progress {
@@ -145,6 +147,7 @@ impl Progress {
             last_round_trip_us: AtomicU64::new(0),
             probes_ok: AtomicU64::new(0),
             probes_failed: AtomicU64::new(0),
+            test_offset_ms: AtomicU64::new(0),
         }
     }
 
@@ -159,7 +162,14 @@ impl Progress {
     /// Time since the last probe came back (since start when none has yet).
     pub fn since_last_ok(&self) -> Duration {
         let last = self.last_ok_ms.load(Relaxed).max(0) as u64;
-        let now = self.start.elapsed().as_millis() as u64;
+        let now = self.start.elapsed().as_millis() as u64 + self.test_offset_ms.load(Relaxed);
         Duration::from_millis(now.saturating_sub(last))
+    }
+
+    /// Tests: pretend the last probe came back `ago` earlier than it did.
+    #[cfg(test)]
+    pub(crate) fn age_by(&self, ago: Duration) {
+        self.test_offset_ms
+            .fetch_add(ago.as_millis() as u64, Relaxed);
     }
 }

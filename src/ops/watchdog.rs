@@ -125,7 +125,7 @@ impl Watchdog {
 /// Whether the outbox is at its size bound (within 5 %): the writer then holds its
 /// batch and retries by design.
 pub fn outbox_full(s: &OutboxStats) -> bool {
-    s.limit_bytes > 0 && s.used_bytes >= s.limit_bytes - s.limit_bytes / 20
+    s.refusing || (s.limit_bytes > 0 && s.used_bytes >= s.limit_bytes - s.limit_bytes / 20)
 }
 
 #[cfg(test)]

@@ -25,6 +25,35 @@ impl Evicted {
         self.0.iter().sum()
     }
 
+    /// Adds another round's counts.
+    pub(crate) fn merge(&mut self, other: &Evicted) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
+    /// Counts one record of `kind`.
+    pub(crate) fn add(&mut self, kind: RecordKind) {
+        self.0[kind as usize] += 1;
+    }
+
+    /// One log line for incoming records that found no room (the outbox holds only
+    /// more important records, or the disk is that full).
+    pub(crate) fn log_dropped(&self, path: &Path) {
+        if self.total() == 0 {
+            return;
+        }
+        let c = &self.0;
+        tracing::warn!(
+            path = %path.display(),
+            readings = c[RecordKind::Reading as usize],
+            windows = c[RecordKind::Window as usize],
+            summaries = c[RecordKind::Summary as usize],
+            alerts = c[RecordKind::Alert as usize],
+            "Outbox full of more important records (or the disk is): incoming records that did not fit were dropped, the most important kept."
+        );
+    }
+
     fn name(slot: usize) -> &'static str {
         if slot == DEAD_LETTER_SLOT {
             return "dead_letter";
@@ -55,22 +84,42 @@ impl Evicted {
     }
 }
 
-/// Disk space kept free next to the outbox: the WAL grows to about 4 MiB (1000 pages)
-/// before it is checkpointed, and a checkpoint needs the main file to grow too. When
-/// the disk is tighter than this, SQLite can end up unable to checkpoint or delete.
-pub(crate) const DISK_RESERVE_BYTES: u64 = 6 * 1024 * 1024;
-
-/// Free bytes for an unprivileged writer on the file system holding `path`.
-pub(crate) fn free_disk_bytes(path: &Path) -> Option<u64> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
-    let st = rustix::fs::statvfs(dir).ok()?;
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
+/// Disk space kept free next to the outbox: the WAL grows until it is checkpointed,
+/// and a checkpoint needs the main file to grow too; on a disk tighter than that,
+/// SQLite can end up unable to checkpoint or delete. A sixteenth of the file system,
+/// between 512 KiB and 6 MiB (the WAL of a roomy disk is checkpointed at about 4 MiB;
+/// on a tight one at 256 KiB, see [`TIGHT_DISK_BYTES`]).
+pub(crate) fn disk_reserve_bytes(total: u64) -> u64 {
+    (total / 16).clamp(512 * 1024, 6 * 1024 * 1024)
 }
 
-/// The most the database may use given the free disk space: growth costs about twice
-/// its size (WAL, then the main file at checkpoint), and the reserve stays free.
-pub(crate) fn disk_room_limit(used: u64, free: u64) -> u64 {
-    used + free.saturating_sub(DISK_RESERVE_BYTES) / 2
+/// Below this much free space the WAL is checkpointed every 64 pages (256 KiB)
+/// instead of every 1000, so the reserve above is enough.
+pub(crate) const TIGHT_DISK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Free bytes for an unprivileged writer and the size of the file system holding
+/// `path`.
+pub(crate) fn disk_space(path: &Path) -> Option<(u64, u64)> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some((
+        st.f_bavail.saturating_mul(st.f_frsize),
+        st.f_blocks.saturating_mul(st.f_frsize),
+    ))
+}
+
+/// The most the database may use given the free disk space. Pages the file already
+/// holds (in use or on its free list, which new records reuse) cost no disk; growth
+/// beyond the file costs about twice its size (WAL, then the main file at
+/// checkpoint), and the reserve stays free.
+pub(crate) fn disk_room_limit(file_bytes: u64, free: u64, total: u64) -> u64 {
+    file_bytes + free.saturating_sub(disk_reserve_bytes(total)) / 2
+}
+
+/// Bytes of the database file (pages in use and free pages).
+pub(crate) fn file_bytes(conn: &Connection, page_size: u64) -> rusqlite::Result<u64> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    Ok(pages.max(0) as u64 * page_size)
 }
 
 pub(crate) fn used_bytes(conn: &Connection, page_size: u64) -> rusqlite::Result<u64> {
@@ -149,15 +198,22 @@ pub(crate) fn evict_expired(conn: &Connection, cutoff_us: i64) -> rusqlite::Resu
 }
 
 /// Evicts until at most `target_bytes` are in use: readings and windows oldest first,
-/// then dead letters, then summaries, then alerts (lowest priority first, oldest first).
+/// then dead letters, then summaries, then alerts (lowest priority first, oldest
+/// first) — but never records of a higher priority than `up_to_priority` (the most
+/// important record that needs the room): readings never push out an alert.
 pub(crate) fn evict_for_space(
     conn: &Connection,
     page_size: u64,
     target_bytes: u64,
     avg_row_bytes: u64,
+    up_to_priority: u8,
 ) -> rusqlite::Result<Evicted> {
     let mut evicted = Evicted::default();
-    let mut priorities: Vec<u8> = RecordKind::ALL.iter().map(|k| k.priority()).collect();
+    let mut priorities: Vec<u8> = RecordKind::ALL
+        .iter()
+        .map(|k| k.priority())
+        .filter(|p| *p <= up_to_priority)
+        .collect();
     priorities.sort_unstable();
     priorities.dedup();
     let lowest = priorities.first().copied().unwrap_or(0);
@@ -170,8 +226,13 @@ pub(crate) fn evict_for_space(
             if used <= target_bytes {
                 return Ok(evicted);
             }
-            let chunk =
-                ((used - target_bytes) / avg_row_bytes.max(1) + 16).clamp(16, 20_000) as i64;
+            // Readings go in chunks (eviction runs in rounds); summaries and alerts
+            // one at a time, so no more of them go than the room needs.
+            let chunk = if step == Some(lowest) {
+                ((used - target_bytes) / avg_row_bytes.max(1) + 16).clamp(16, 20_000) as i64
+            } else {
+                ((used - target_bytes) / avg_row_bytes.max(1) + 1).clamp(1, 20_000) as i64
+            };
             let n = match step {
                 Some(0) => delete_returning_kinds(
                     conn,

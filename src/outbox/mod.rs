@@ -16,7 +16,7 @@
 //! a tokio runtime thread (use [`OutboxHandle`]). See docs/outbox.md.
 
 mod cli;
-mod encode;
+pub(crate) mod encode;
 mod error;
 mod evict;
 mod handle;

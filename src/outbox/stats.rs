@@ -28,9 +28,13 @@ pub struct OutboxStats {
     pub file_bytes: u64,
     /// The size bound in force (`max_size_mb`, or lower after a disk-full).
     pub limit_bytes: u64,
+    /// The last append was refused because the outbox is full (the writer holds a
+    /// batch and retries).
+    pub refusing: bool,
     /// Age of the oldest record in the outbox, seconds.
     pub oldest_age_secs: Option<f64>,
-    /// Persisted eviction counters: `evicted_size.<kind>`, `evicted_age.<kind>`.
+    /// Persisted eviction counters: `evicted_size.<kind>`, `evicted_age.<kind>`, and
+    /// `dropped_incoming.<kind>` (records that found no room at all).
     pub evicted: BTreeMap<String, u64>,
     /// Rows in the dead-letter table now.
     pub dead_letters: u64,
@@ -167,7 +171,7 @@ impl Outbox {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(q)?;
             for (name, value) in rows {
-                if name.starts_with("evicted_") {
+                if name.starts_with("evicted_") || name.starts_with("dropped_incoming") {
                     evicted.insert(name, value.max(0) as u64);
                 } else {
                     counters.insert(name, value.max(0) as u64);
@@ -188,7 +192,17 @@ impl Outbox {
             upstreams,
             used_bytes: self.used_bytes()?,
             file_bytes,
-            limit_bytes: self.effective_limit(),
+            limit_bytes: {
+                // The bound in force now, with the disk as it is now.
+                let pages = super::evict::file_bytes(&self.conn, self.page_size).ok();
+                match super::evict::disk_space(&self.path).zip(pages) {
+                    Some(((free, total), file)) => self
+                        .current_limit()
+                        .min(super::evict::disk_room_limit(file, free, total)),
+                    None => self.current_limit(),
+                }
+            },
+            refusing: self.refused_full,
             oldest_age_secs: oldest.map(|t| age_secs(now, t)),
             evicted,
             dead_letters: dead_letters as u64,

@@ -39,6 +39,13 @@ pub struct Outbox {
     /// tightened to it for `DISK_LIMIT_RETRY_US`, then the configured bound is retried.
     pub(crate) disk_limit_bytes: Option<u64>,
     pub(crate) disk_limit_since_us: TimestampUs,
+    /// The bound the last append worked with (configured, free disk, full disk):
+    /// what `stats` reports as the limit.
+    pub(crate) room_limit_bytes: Option<u64>,
+    /// The WAL is checkpointed every 64 pages while the disk is tight.
+    pub(crate) tight_wal: bool,
+    /// The last append was refused as full (the writer is holding a batch).
+    pub(crate) refused_full: bool,
     pub(crate) max_age_us: Option<i64>,
     pub(crate) next_age_check_us: i64,
     pub(crate) page_size: u64,
@@ -153,6 +160,9 @@ impl Outbox {
             limit_bytes: OutboxSettings::default().max_size_bytes(),
             disk_limit_bytes: None,
             disk_limit_since_us: 0,
+            room_limit_bytes: None,
+            tight_wal: false,
+            refused_full: false,
             max_age_us: None,
             next_age_check_us: 0,
             page_size: page_size.max(512) as u64,
@@ -307,16 +317,32 @@ impl Outbox {
     /// bound to what the disk holds and is handled the same way. On any error nothing
     /// of the batch is stored.
     pub fn append(&mut self, records: &[Record]) -> Result<Vec<i64>, OutboxError> {
+        let res = self.append_inner(records);
+        match &res {
+            Ok(_) => self.refused_full = false,
+            Err(e) if e.is_full() => self.refused_full = true,
+            Err(_) => {}
+        }
+        res
+    }
+
+    fn append_inner(&mut self, records: &[Record]) -> Result<Vec<i64>, OutboxError> {
         self.writable()?;
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        if self.disk_limit_bytes.is_some()
-            && now_us() - self.disk_limit_since_us > DISK_LIMIT_RETRY_US
-        {
-            // Someone may have freed disk space: try the configured bound again.
-            self.disk_limit_bytes = None;
-            let _ = self.conn.pragma_update(None, "wal_autocheckpoint", 1000);
+        if let Some(tightened) = self.disk_limit_bytes {
+            // Someone may have freed disk space: the configured bound again, at once
+            // when the file system shows room again, at the latest after a while.
+            let room_again = evict::disk_space(&self.path)
+                .zip(evict::file_bytes(&self.conn, self.page_size).ok())
+                .is_some_and(|((free, total), file)| {
+                    evict::disk_room_limit(file, free, total) > tightened + (1 << 20)
+                });
+            if room_again || now_us() - self.disk_limit_since_us > DISK_LIMIT_RETRY_US {
+                self.disk_limit_bytes = None;
+                tracing::info!(path = %self.path.display(), "Disk space is back: the outbox's size bound is the configured one again.");
+            }
         }
         let mut encoded = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
@@ -371,6 +397,13 @@ impl Outbox {
         }
     }
 
+    /// The bound in force: the configured one, lowered by a full disk, and by the
+    /// free disk space as of the last append.
+    pub(crate) fn current_limit(&self) -> u64 {
+        let l = self.effective_limit();
+        self.room_limit_bytes.map_or(l, |r| r.min(l))
+    }
+
     /// Bytes of the database in use (pages in use times page size, WAL included).
     pub fn used_bytes(&self) -> Result<u64, OutboxError> {
         evict::used_bytes(&self.conn, self.page_size).map_err(|e| self.err("measuring size", e))
@@ -404,12 +437,26 @@ impl Outbox {
         }
         let used = evict::used_bytes(&tx, page_size)
             .map_err(|e| AppendError::Sqlite("measuring size", e))?;
+        let file = evict::file_bytes(&tx, page_size)
+            .map_err(|e| AppendError::Sqlite("measuring size", e))?;
         // Evict before the disk fills, not after: a full disk can leave SQLite unable
-        // to checkpoint its WAL or even to delete.
-        let limit = match evict::free_disk_bytes(&self.path) {
-            Some(free) => limit.min(evict::disk_room_limit(used, free)),
+        // to checkpoint its WAL or even to delete. Free pages inside the file are room.
+        let limit = match evict::disk_space(&self.path) {
+            Some((free, total)) => {
+                let tight = free < evict::TIGHT_DISK_BYTES;
+                if tight != self.tight_wal {
+                    // A small WAL on a tight disk, so the reserve suffices.
+                    let pages = if tight { 64 } else { 1000 };
+                    let _ = tx.pragma_update(None, "wal_autocheckpoint", pages);
+                    self.tight_wal = tight;
+                }
+                limit.min(evict::disk_room_limit(file, free, total))
+            }
             None => limit,
         };
+        self.room_limit_bytes = Some(limit);
+        let mut keep = vec![true; records.len()];
+        let mut dropped = Evicted::default();
         let mut sized = Evicted::default();
         if used + incoming > limit {
             if policy == FullPolicy::Block {
@@ -420,19 +467,60 @@ impl Outbox {
                 )));
             }
             // Hysteresis: free 2 % more than needed so eviction runs in rounds, not
-            // on every batch.
-            let target = limit.saturating_sub(incoming + limit / 50);
+            // on every batch. Records of a priority make room only for incoming
+            // records at least as important: the readings of a batch never evict an
+            // alert, even when the batch carries an alert too.
             let avg_row = (incoming / records.len() as u64).max(48);
-            sized = evict::evict_for_space(&tx, page_size, target, avg_row)
-                .map_err(|e| AppendError::Sqlite("evicting for space", e))?;
+            let mut levels: Vec<u8> = records.iter().map(|r| r.kind().priority()).collect();
+            levels.sort_unstable();
+            levels.dedup();
+            let lowest = levels.first().copied().unwrap_or(0);
+            for p in levels {
+                let need: u64 = records
+                    .iter()
+                    .zip(encoded)
+                    .filter(|(r, _)| r.kind().priority() >= p)
+                    .map(|(_, e)| e.len() as u64 + evict::ROW_OVERHEAD_BYTES)
+                    .sum();
+                // The slack only for the batch's least important records: room freed
+                // by evicting alerts is not left over for the batch's readings.
+                let slack = if p == lowest { limit / 50 } else { 0 };
+                let target = limit.saturating_sub(need + slack);
+                let round = evict::evict_for_space(&tx, page_size, target, avg_row, p)
+                    .map_err(|e| AppendError::Sqlite("evicting for space", e))?;
+                sized.merge(&round);
+            }
             let used = evict::used_bytes(&tx, page_size)
                 .map_err(|e| AppendError::Sqlite("measuring size", e))?;
             if used + incoming > limit {
-                return Err(AppendError::Full(format!(
-                    "{used} of {limit} bytes used after evicting everything evictable; a batch of {} \
-                     records needs about {incoming} more",
-                    records.len()
-                )));
+                // Still no room (what is left is more important than the batch, or
+                // the disk is that full): keep the batch's most important records
+                // that fit, newest first within a kind, and count the rest.
+                let mut order: Vec<usize> = (0..records.len()).collect();
+                order.sort_by_key(|&i| {
+                    (
+                        std::cmp::Reverse(records[i].kind().priority()),
+                        std::cmp::Reverse(i),
+                    )
+                });
+                let room = limit.saturating_sub(used);
+                let mut need = 0u64;
+                for i in order {
+                    let size = encoded[i].len() as u64 + evict::ROW_OVERHEAD_BYTES;
+                    if need + size <= room {
+                        need += size;
+                    } else {
+                        keep[i] = false;
+                        dropped.add(records[i].kind());
+                    }
+                }
+                if keep.iter().all(|k| !k) {
+                    return Err(AppendError::Full(format!(
+                        "{used} of {limit} bytes used after evicting everything the batch may \
+                         evict; not one of its {} records fits",
+                        records.len()
+                    )));
+                }
             }
         }
         let mut ids = Vec::with_capacity(records.len());
@@ -446,7 +534,10 @@ impl Outbox {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                 )
                 .map_err(|e| AppendError::Sqlite("preparing insert", e))?;
-            for (record, payload) in records.iter().zip(encoded) {
+            for ((record, payload), keep) in records.iter().zip(encoded).zip(&keep) {
+                if !keep {
+                    continue;
+                }
                 let kind = record.kind();
                 // Unique per (sensor_key, ts_us) for readings (migration 3).
                 let sensor_key = match record {
@@ -483,6 +574,8 @@ impl Outbox {
             .map_err(|e| AppendError::Sqlite("counting evictions", e))?;
         evict::count(&tx, "evicted_size", &sized)
             .map_err(|e| AppendError::Sqlite("counting evictions", e))?;
+        evict::count(&tx, "dropped_incoming", &dropped)
+            .map_err(|e| AppendError::Sqlite("counting dropped records", e))?;
         tx.commit()
             .map_err(|e| AppendError::Sqlite("committing", e))?;
         if age_cutoff.is_some() {
@@ -490,6 +583,7 @@ impl Outbox {
         }
         aged.log(&self.path, "max_age_hours");
         sized.log(&self.path, "max_size_mb");
+        dropped.log_dropped(&self.path);
         Ok(ids)
     }
 

@@ -133,9 +133,9 @@ fn disk_full_on_a_small_tmpfs_pushes_back_without_panicking() {
     let path = mnt.join("outbox.db");
     let mut o = Outbox::open(&path, &settings(512, FullPolicy::DropOldest), "gw", &["a"])
         .expect("open on tmpfs");
-    // ~9 MB of readings through a 16 MiB disk with max_size_mb = 512: the free-space
+    // ~18 MB of readings through a 16 MiB disk with max_size_mb = 512: the free-space
     // check evicts before SQLite ever sees a full disk.
-    for round in 0..300 {
+    for round in 0..600 {
         if let Err(e) = o.append(&readings(round * 300, 300)) {
             panic!("round {round}: the disk bound must evict, not fail: {e}");
         }
@@ -311,4 +311,169 @@ fn a_version_2_database_upgrades_and_keeps_its_records() {
         !indexes.contains(&"records_dedup".to_string()),
         "{indexes:?}"
     );
+}
+
+/// A small tmpfs mounted for a test (root only; the suite runs as root on CI), or
+/// None with a loud note.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    mnt: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "edgegw-test"])
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            return None;
+        }
+        Some(SmallDisk { _dir: dir, mnt })
+    }
+
+    /// Fills the file system until `leave` bytes are free.
+    fn fill_leaving(&self, name: &str, leave: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.mnt.join(name);
+        let (free, _) = evict::disk_space(&self.mnt.join("x")).expect("statvfs");
+        let mut f = std::fs::File::create(&path).expect("ballast");
+        let mut left = free.saturating_sub(leave);
+        let chunk = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if f.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+#[test]
+fn readings_never_push_out_alerts_and_a_tight_disk_recovers_at_once() {
+    // The case: an 8 MiB file system, 32 alerts, then the disk fills up to
+    // 3.6 MB free and 5,000 readings arrive, then the space comes back.
+    let Some(disk) = SmallDisk::mount("8m") else {
+        return;
+    };
+    let path = disk.mnt.join("outbox.db");
+    let mut o = Outbox::open(&path, &settings(512, FullPolicy::DropOldest), "gw", &["a"])
+        .expect("open on tmpfs");
+    let alerts: Vec<Record> = (0..32).map(alert).collect();
+    o.append(&alerts).expect("alerts");
+    o.append(&readings(0, 2000)).expect("readings");
+    let ballast = disk.fill_leaving("ballast", 3_600_000);
+    let mut stored = 0;
+    for round in 0..50 {
+        let ids = o
+            .append(&readings(10_000 + round * 100, 100))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        stored += ids.len();
+    }
+    let s = o.stats().expect("stats");
+    assert_eq!(
+        s.depth.get("alert"),
+        Some(&32),
+        "every alert kept: {:?}",
+        s.evicted
+    );
+    assert_eq!(stored, 5000, "3.6 MB free is room for 5,000 readings");
+    assert!(
+        s.limit_bytes < 8 * 1024 * 1024,
+        "the bound reported is the disk's, not max_size_mb: {}",
+        s.limit_bytes
+    );
+    // The disk fills completely: the pipeline still stores what fits (alerts first),
+    // never blocks on readings, and keeps every alert.
+    let more = disk.fill_leaving("more", 0);
+    let mut dropped_or_stored = 0;
+    for round in 0..20 {
+        let mut batch = readings(100_000 + round * 100, 100);
+        batch.push(alert(1000 + round));
+        match o.append(&batch) {
+            Ok(ids) => dropped_or_stored += usize::from(!ids.is_empty()),
+            Err(e) => assert!(e.is_full(), "only Full, never another error: {e}"),
+        }
+    }
+    let _ = dropped_or_stored;
+    assert!(
+        o.stats()
+            .expect("stats")
+            .depth
+            .get("alert")
+            .copied()
+            .unwrap_or(0)
+            >= 32
+    );
+    // Space comes back: the next batches are stored, no 10-minute wait.
+    std::fs::remove_file(&more).expect("remove");
+    std::fs::remove_file(&ballast).expect("remove");
+    for round in 0..50 {
+        let ids = o
+            .append(&readings(200_000 + round * 100, 100))
+            .unwrap_or_else(|e| panic!("after the space came back, round {round}: {e}"));
+        assert_eq!(ids.len(), 100, "round {round}");
+    }
+    assert!(o.stats().expect("stats").limit_bytes > 4 * 1024 * 1024);
+}
+
+#[test]
+fn readings_in_an_outbox_full_of_alerts_evict_only_readings() {
+    // max_size_mb = 1 filled with alerts: readings must not evict alerts.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut o =
+        Outbox::open(&path, &settings(1, FullPolicy::DropOldest), "gw", &["a"]).expect("open");
+    let mut n_alerts = 0;
+    loop {
+        let batch: Vec<Record> = (n_alerts..n_alerts + 100).map(alert).collect();
+        let ids = o.append(&batch).expect("alerts");
+        n_alerts += 100;
+        if o.stats()
+            .expect("stats")
+            .evicted
+            .keys()
+            .any(|k| k.contains("alert"))
+            || ids.len() < 100
+            || n_alerts > 50_000
+        {
+            break;
+        }
+    }
+    let alerts_before = o.stats().expect("stats").depth["alert"];
+    let evicted_alerts = |o: &Outbox| counter(o, "evicted_size.alert");
+    let alerts_evicted_before = evicted_alerts(&o);
+    // 10,000 readings through an outbox full of alerts: they take the room that is
+    // left and then evict each other, never an alert.
+    for round in 0..200 {
+        o.append(&readings(round * 50, 50)).expect("readings");
+    }
+    let s = o.stats().expect("stats");
+    assert_eq!(
+        s.depth["alert"], alerts_before,
+        "no alert evicted by readings"
+    );
+    assert_eq!(evicted_alerts(&o), alerts_evicted_before);
+    assert!(counter(&o, "evicted_size.reading") > 0, "{:?}", s.evicted);
+    // A batch with an alert: the alert is stored.
+    let mut batch = readings(1_000_000, 50);
+    batch.push(alert(999_999));
+    let ids = o.append(&batch).expect("stores what matters");
+    assert!(!ids.is_empty());
+    assert!(o.stats().expect("stats").depth["alert"] >= alerts_before);
 }

@@ -46,9 +46,10 @@ pub struct WriterReport {
 
 const BACKOFF_START: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// After the input closed, a full outbox gets this many more tries before the writer
-/// gives up, so a shutdown during an outage cannot hang forever.
-const SHUTDOWN_RETRIES: u32 = 10;
+/// After the input closed, a full outbox gets this long before the writer gives up, so
+/// a shutdown with a full disk ends well within systemd's stop timeout (20 s in the
+/// shipped unit, the other stages need some of it).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the writer until `rx` closes; commits what it has, then returns.
 pub async fn run_writer(
@@ -118,7 +119,7 @@ async fn commit(
 ) {
     let mut backoff = BACKOFF_START;
     let mut failures: u32 = 0;
-    let mut shutdown_tries: u32 = 0;
+    let mut give_up_at: Option<Instant> = None;
     loop {
         let n = records.len() as u64;
         let (back, res) = if records.is_empty() {
@@ -168,8 +169,9 @@ async fn commit(
                     }
                 }
                 if rx.is_closed() {
-                    shutdown_tries += 1;
-                    if shutdown_tries > SHUTDOWN_RETRIES {
+                    let deadline =
+                        *give_up_at.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+                    if Instant::now() >= deadline {
                         tracing::error!(error = %e, records = n,
                             "Shutting down with a full or failing outbox: these records were \
                              not stored and their sources were not acknowledged.");
@@ -177,7 +179,13 @@ async fn commit(
                         return;
                     }
                 }
-                tokio::time::sleep(backoff).await;
+                match give_up_at {
+                    Some(d) => {
+                        tokio::time::sleep(backoff.min(d.saturating_duration_since(Instant::now())))
+                            .await
+                    }
+                    None => tokio::time::sleep(backoff).await,
+                }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
