@@ -452,10 +452,10 @@ fn models(live: &Live, out: &mut Exposition) {
     let registry = live.registry.load();
     if let Some(mut f) = out.family(
         "edgegw_model_info",
-        "Model bundles loaded (1 per bundle), with name, version and kind.",
+        "Model bundles loaded (1 per bundle and role): built-in or cached (listed), named by the S3 index for a sensor type (index), or pinned by a device (pin).",
         Kind::Gauge,
     ) {
-        for b in registry.bundles() {
+        let mut sample = |b: &crate::inference::ModelBundle, role: &str| {
             let m = b.manifest();
             let types: Vec<&str> = m.sensor_types.iter().map(|t| t.as_str()).collect();
             f.sample(
@@ -463,11 +463,82 @@ fn models(live: &Live, out: &mut Exposition) {
                     ("name", m.name.as_str()),
                     ("version", m.version.as_str()),
                     ("kind", m.kind.as_str()),
+                    ("reference", m.reference.as_str()),
                     ("sensor_types", types.join(",").as_str()),
+                    ("role", role),
                 ],
                 1.0,
             );
+        };
+        for b in registry.bundles() {
+            sample(b, "listed");
         }
+        for (t, b) in registry.assigned() {
+            sample(b, &format!("index:{t}"));
+        }
+        let mut pins: Vec<_> = registry.pins().iter().collect();
+        pins.sort_by(|a, b| a.0.cmp(b.0));
+        for (device, b) in pins {
+            sample(b, &format!("pin:{device}"));
+        }
+    }
+    if let Some(mut f) = out.family(
+        "edgegw_model_active",
+        "The bundle that serves each sensor type and kind now (value 1), after S3 index assignments; device pins and sample rates can still override it per channel (edgegw_detection_detector).",
+        Kind::Gauge,
+    ) {
+        for t in crate::record::SensorType::ALL {
+            for kind in [
+                crate::inference::BundleKind::Window,
+                crate::inference::BundleKind::Rolling,
+            ] {
+                if let Some(b) = registry.select(t, kind) {
+                    let m = b.manifest();
+                    f.sample(
+                        &[
+                            ("sensor_type", t.as_str()),
+                            ("kind", kind.as_str()),
+                            ("name", m.name.as_str()),
+                            ("version", m.version.as_str()),
+                        ],
+                        1.0,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_metrics_follow_a_swap_by_the_s3_index() {
+        let base = crate::inference::ModelRegistry::with_defaults().expect("defaults");
+        let absolute = base
+            .bundles()
+            .iter()
+            .find(|b| b.manifest().name == "vibration-default")
+            .expect("shipped")
+            .clone();
+        let live = Live::new(crate::inference::shared(base.clone()));
+        let render = |live: &Live| {
+            let mut e = Exposition::new();
+            models(live, &mut e);
+            e.finish()
+        };
+        let before = render(&live);
+        assert!(before.contains("edgegw_model_active{sensor_type=\"vibration\",kind=\"window\",name=\"vibration-relative\""), "{before}");
+        // S3 sync swaps in a registry whose index names another bundle for vibration.
+        let mut assigned = std::collections::BTreeMap::new();
+        assigned.insert(crate::record::SensorType::Vibration, absolute);
+        live.registry.store(std::sync::Arc::new(
+            base.with_assignments(assigned, Default::default()),
+        ));
+        let after = render(&live);
+        assert!(after.contains("role=\"index:vibration\""), "{after}");
+        assert!(after.contains("edgegw_model_active{sensor_type=\"vibration\",kind=\"window\",name=\"vibration-default\""), "{after}");
     }
 }
 

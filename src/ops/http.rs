@@ -4,8 +4,10 @@
 //! Why not hyper/axum: three GET routes, scraped every few seconds by one Prometheus
 //! and a health checker, do not need them; this costs no dependency and ~30 kB of
 //! binary instead of several hundred. Each connection serves one request and closes
-//! (`Connection: close`); the request head is capped at 8 KiB and 5 s, connections at
-//! 16 at a time, so a misbehaving client cannot hold the gateway's memory.
+//! (`Connection: close`); the request head is capped at 8 KiB and 2 s, connections at
+//! 16 at a time, so a misbehaving client cannot hold the gateway's memory; when the
+//! slots are full, the slowest head reader makes room for a new connection, so slow
+//! clients cannot lock out the health checker.
 //!
 //! Owns: parsing the request line and the `Authorization` header, the bearer token
 //! check (constant-time), rendering. It must not block the data path: the outbox
@@ -23,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 const MAX_HEAD_BYTES: usize = 8 * 1024;
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_CONNECTIONS: usize = 16;
 /// `/healthz` fails when the pipeline has not passed a liveness probe for this long
 /// (probes run every few seconds; see `app.rs`).
@@ -90,8 +92,18 @@ pub fn token(
 }
 
 /// Serves until `cancel`.
+///
+/// Slow clients cannot lock out the health checker: when every slot is taken, the
+/// connection that has been reading its request head the longest is dropped to make
+/// room for the new one (a real client sends its head at once; one that trickles it
+/// a byte a second is the one to go), and a head must arrive within
+/// [`HEAD_TIMEOUT`].
 pub async fn serve(listener: TcpListener, status: Status, cancel: CancellationToken) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // Connections still reading their head, oldest first.
+    let reading: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken)>>> =
+        Arc::default();
+    let mut next_id: u64 = 0;
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -105,14 +117,47 @@ pub async fn serve(listener: TcpListener, status: Status, cancel: CancellationTo
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Too many open connections: close this one rather than queue it.
-            continue;
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Full: drop the slowest head reader, then wait briefly for its slot.
+                let oldest = reading.lock().ok().and_then(|mut r| r.pop_front());
+                let Some((_, victim)) = oldest else {
+                    // Every slot is serving a complete request: close this one.
+                    continue;
+                };
+                victim.cancel();
+                match tokio::time::timeout(
+                    Duration::from_millis(500),
+                    slots.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => continue,
+                }
+            }
         };
+        let id = next_id;
+        next_id += 1;
+        let head_cancel = CancellationToken::new();
+        if let Ok(mut r) = reading.lock() {
+            r.push_back((id, head_cancel.clone()));
+        }
         let status = status.clone();
+        let reading = reading.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = handle(stream, &status).await {
+            let res = handle(stream, &status, &head_cancel, || {
+                if let Ok(mut r) = reading.lock() {
+                    r.retain(|(i, _)| *i != id);
+                }
+            })
+            .await;
+            if let Ok(mut r) = reading.lock() {
+                r.retain(|(i, _)| *i != id);
+            }
+            if let Err(e) = res {
                 tracing::debug!("Status listener: {e}");
             }
         });
@@ -137,8 +182,18 @@ impl Response {
     }
 }
 
-async fn handle(mut stream: TcpStream, status: &Status) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
+async fn handle(
+    mut stream: TcpStream,
+    status: &Status,
+    head_cancel: &CancellationToken,
+    head_done: impl FnOnce(),
+) -> std::io::Result<()> {
+    let head = tokio::select! {
+        _ = head_cancel.cancelled() => return Ok(()),
+        h = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)) => h,
+    };
+    head_done();
+    let head = match head {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => {
             return write(
@@ -163,7 +218,11 @@ async fn handle(mut stream: TcpStream, status: &Status) -> std::io::Result<()> {
     } else {
         route(path.split('?').next().unwrap_or(""), status).await
     };
-    write(&mut stream, resp, head_only).await
+    // A client that never reads its answer does not hold the slot either.
+    match tokio::time::timeout(HEAD_TIMEOUT * 2, write(&mut stream, resp, head_only)).await {
+        Ok(r) => r,
+        Err(_) => Ok(()),
+    }
 }
 
 /// Reads up to the blank line; `None` when the head exceeds the cap.

@@ -172,6 +172,24 @@ pub struct GroupOutcome {
     pub error: Option<RequestError>,
 }
 
+/// What an exception answer is news of, for the log: a read that starts failing is a
+/// warning; a device that keeps failing with another code every poll is not a new
+/// warning every poll (one WARN line a poll flooded the journal), just debug detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExceptionNews {
+    Started,
+    Changed,
+    Same,
+}
+
+fn exception_news(previous: Option<u8>, code: u8) -> ExceptionNews {
+    match previous {
+        None => ExceptionNews::Started,
+        Some(p) if p != code => ExceptionNews::Changed,
+        Some(_) => ExceptionNews::Same,
+    }
+}
+
 /// A device's plan with its poll schedule and exception state.
 pub struct DeviceRunner {
     pub spec: DeviceSpec,
@@ -286,10 +304,16 @@ impl DeviceRunner {
                     out.answered += 1;
                     stats.error("exception");
                     let code = u8::from(code);
-                    if self.exceptions[g][ri] != Some(code) {
-                        tracing::warn!(device = %self.spec.config.id, table = req.table.as_str(), start = req.start, count = req.count, exception = code, "Modbus device answers with an exception; its values get quality 0 until it recovers.");
-                        self.exceptions[g][ri] = Some(code);
+                    match exception_news(self.exceptions[g][ri], code) {
+                        ExceptionNews::Started => {
+                            tracing::warn!(device = %self.spec.config.id, table = req.table.as_str(), start = req.start, count = req.count, exception = code, "Modbus device answers with an exception; its values get quality 0 until it recovers.")
+                        }
+                        ExceptionNews::Changed => {
+                            tracing::debug!(device = %self.spec.config.id, table = req.table.as_str(), start = req.start, count = req.count, exception = code, "Modbus exception code changed (still failing).")
+                        }
+                        ExceptionNews::Same => {}
                     }
+                    self.exceptions[g][ri] = Some(code);
                     fail_items(
                         req,
                         ts,
@@ -478,6 +502,23 @@ pub async fn send(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_changing_exception_code_warns_once() {
+        use super::{exception_news, ExceptionNews::*};
+        let mut prev = None;
+        let mut warnings = 0;
+        for code in [2u8, 3, 4, 2, 3, 4, 2] {
+            if exception_news(prev, code) == Started {
+                warnings += 1;
+            }
+            prev = Some(code);
+        }
+        assert_eq!(warnings, 1);
+        assert_eq!(exception_news(Some(2), 3), Changed);
+        assert_eq!(exception_news(Some(2), 2), Same);
+    }
+
     use super::*;
 
     #[test]
