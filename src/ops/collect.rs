@@ -509,39 +509,6 @@ fn models(live: &Live, out: &mut Exposition) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_metrics_follow_a_swap_by_the_s3_index() {
-        let base = crate::inference::ModelRegistry::with_defaults().expect("defaults");
-        let absolute = base
-            .bundles()
-            .iter()
-            .find(|b| b.manifest().name == "vibration-default")
-            .expect("shipped")
-            .clone();
-        let live = Live::new(crate::inference::shared(base.clone()));
-        let render = |live: &Live| {
-            let mut e = Exposition::new();
-            models(live, &mut e);
-            e.finish()
-        };
-        let before = render(&live);
-        assert!(before.contains("edgegw_model_active{sensor_type=\"vibration\",kind=\"window\",name=\"vibration-relative\""), "{before}");
-        // S3 sync swaps in a registry whose index names another bundle for vibration.
-        let mut assigned = std::collections::BTreeMap::new();
-        assigned.insert(crate::record::SensorType::Vibration, absolute);
-        live.registry.store(std::sync::Arc::new(
-            base.with_assignments(assigned, Default::default()),
-        ));
-        let after = render(&live);
-        assert!(after.contains("role=\"index:vibration\""), "{after}");
-        assert!(after.contains("edgegw_model_active{sensor_type=\"vibration\",kind=\"window\",name=\"vibration-default\""), "{after}");
-    }
-}
-
 fn process(live: &Live, out: &mut Exposition) {
     if let Some(rss) = process_rss_bytes() {
         out.single(
@@ -671,5 +638,38 @@ pub fn outbox(s: &OutboxStats, out: &mut Exposition) {
                 f64::from(u8::from(u.configured)),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_metrics_follow_a_swap_by_the_s3_index() {
+        let base = crate::inference::ModelRegistry::with_defaults().expect("defaults");
+        let absolute = base
+            .bundles()
+            .iter()
+            .find(|b| b.manifest().name == "vibration-default")
+            .expect("shipped")
+            .clone();
+        let live = Live::new(crate::inference::shared(base.clone()));
+        let render = |live: &Live| {
+            let mut e = Exposition::new();
+            models(live, &mut e);
+            e.finish()
+        };
+        let before = render(&live);
+        assert!(before.contains("edgegw_model_active{sensor_type=\"vibration\",kind=\"window\",name=\"vibration-relative\""), "{before}");
+        // S3 sync swaps in a registry whose index names another bundle for vibration.
+        let mut assigned = std::collections::BTreeMap::new();
+        assigned.insert(crate::record::SensorType::Vibration, absolute);
+        live.registry.store(std::sync::Arc::new(
+            base.with_assignments(assigned, Default::default()),
+        ));
+        let after = render(&live);
+        assert!(after.contains("role=\"index:vibration\""), "{after}");
+        assert!(after.contains("edgegw_model_active{sensor_type=\"vibration\",kind=\"window\",name=\"vibration-default\""), "{after}");
     }
 }
