@@ -534,6 +534,9 @@ fn process(live: &Live, out: &mut Exposition) {
 }
 
 /// Outbox families from one `stats()` snapshot.
+/// Reads one persisted per-upstream counter.
+type UpstreamCounter = fn(&crate::outbox::UpstreamStats) -> u64;
+
 pub fn outbox(s: &OutboxStats, out: &mut Exposition) {
     if let Some(mut f) = out.family(
         "edgegw_outbox_records",
@@ -591,6 +594,36 @@ pub fn outbox(s: &OutboxStats, out: &mut Exposition) {
         Kind::Gauge,
         s.dead_letters as f64,
     );
+    out.single(
+        "edgegw_outbox_appended_total",
+        "Records ever appended to this outbox database. For each upstream: appended = delivered + pending + dead-lettered + evicted unsent.",
+        Kind::Counter,
+        s.appended as f64,
+    );
+    let per_upstream: [(&str, &str, UpstreamCounter); 3] = [
+        (
+            "edgegw_outbox_delivered_total",
+            "Records each upstream acknowledged (its dead letters not included), persisted across restarts.",
+            |u| u.delivered,
+        ),
+        (
+            "edgegw_outbox_evicted_unsent_total",
+            "Records evicted by the size or age bound before each upstream had them, persisted across restarts.",
+            |u| u.unsent_evicted,
+        ),
+        (
+            "edgegw_outbox_dead_lettered_total",
+            "Records dead-lettered for each upstream, persisted across restarts.",
+            |u| u.dead_lettered,
+        ),
+    ];
+    for (name, help, get) in per_upstream {
+        if let Some(mut f) = out.family(name, help, Kind::Counter) {
+            for u in &s.upstreams {
+                f.sample(&[("upstream", u.name.as_str())], get(u) as f64);
+            }
+        }
+    }
     if let Some(mut f) = out.family(
         "edgegw_upstream_pending_records",
         "Records after each upstream's cursor (not yet acknowledged by it).",

@@ -21,6 +21,9 @@ pub struct OutboxStats {
     /// Records waiting, per kind name (`reading`, `window`, `alert`, `summary`).
     pub depth: BTreeMap<String, u64>,
     pub total_records: u64,
+    /// Records ever appended to this database (its id sequence): for every upstream,
+    /// appended = delivered + pending + dead-lettered + unsent evicted.
+    pub appended: u64,
     pub upstreams: Vec<UpstreamStats>,
     /// Pages in use times page size (live data, WAL included).
     pub used_bytes: u64,
@@ -55,6 +58,13 @@ pub struct UpstreamStats {
     /// Age of the oldest record not yet acknowledged by this upstream, seconds.
     pub lag_secs: Option<f64>,
     pub dead_letters: u64,
+    /// Records this upstream acknowledged, ever (persisted; its dead letters not
+    /// included).
+    pub delivered: u64,
+    /// Records evicted (size or age bound) before this upstream had them, ever.
+    pub unsent_evicted: u64,
+    /// Records dead-lettered for this upstream, ever.
+    pub dead_lettered: u64,
 }
 
 /// One line of `edgegw outbox dump`.
@@ -156,6 +166,9 @@ impl Outbox {
                 pending: pending as u64,
                 lag_secs: first.map(|t| age_secs(now, t)),
                 dead_letters: dead as u64,
+                delivered: 0,
+                unsent_evicted: 0,
+                dead_lettered: 0,
             });
         }
 
@@ -182,6 +195,20 @@ impl Outbox {
             .conn
             .query_row("SELECT count(*) FROM dead_letters", [], |r| r.get(0))
             .map_err(q)?;
+        for u in &mut upstreams {
+            let get = |k: String| counters.get(&k).copied().unwrap_or(0);
+            u.delivered = get(format!("delivered:{}", u.name));
+            u.unsent_evicted = get(format!("unsent_evicted:{}", u.name));
+            u.dead_lettered = get(format!("dead_lettered:{}", u.name));
+        }
+        let appended: i64 = self
+            .conn
+            .query_row(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(q)?;
         let file_bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         Ok(OutboxStats {
             path: self.path.display().to_string(),
@@ -189,6 +216,7 @@ impl Outbox {
             epoch: self.epoch.clone(),
             depth,
             total_records: total,
+            appended: appended.max(0) as u64,
             upstreams,
             used_bytes: self.used_bytes()?,
             file_bytes,

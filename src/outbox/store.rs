@@ -432,8 +432,14 @@ impl Outbox {
             .map_err(|e| AppendError::Sqlite("beginning a transaction", e))?;
         let mut aged = Evicted::default();
         if let Some(cutoff) = age_cutoff {
+            let before = pending_per_upstream(&tx, &self.upstreams)
+                .map_err(|e| AppendError::Sqlite("counting pending records", e))?;
             aged = evict::evict_expired(&tx, cutoff)
                 .map_err(|e| AppendError::Sqlite("evicting expired records", e))?;
+            if aged.total() > 0 {
+                count_unsent_evictions(&tx, &self.upstreams, &before)
+                    .map_err(|e| AppendError::Sqlite("counting evictions", e))?;
+            }
         }
         let used = evict::used_bytes(&tx, page_size)
             .map_err(|e| AppendError::Sqlite("measuring size", e))?;
@@ -475,6 +481,8 @@ impl Outbox {
             levels.sort_unstable();
             levels.dedup();
             let lowest = levels.first().copied().unwrap_or(0);
+            let before = pending_per_upstream(&tx, &self.upstreams)
+                .map_err(|e| AppendError::Sqlite("counting pending records", e))?;
             for p in levels {
                 let need: u64 = records
                     .iter()
@@ -489,6 +497,10 @@ impl Outbox {
                 let round = evict::evict_for_space(&tx, page_size, target, avg_row, p)
                     .map_err(|e| AppendError::Sqlite("evicting for space", e))?;
                 sized.merge(&round);
+            }
+            if sized.total() > 0 {
+                count_unsent_evictions(&tx, &self.upstreams, &before)
+                    .map_err(|e| AppendError::Sqlite("counting evictions", e))?;
             }
             let used = evict::used_bytes(&tx, page_size)
                 .map_err(|e| AppendError::Sqlite("measuring size", e))?;
@@ -689,6 +701,15 @@ impl Outbox {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql_err(&self.path, "beginning a transaction", e))?;
+        let old: i64 = tx
+            .query_row(
+                "SELECT acked_id FROM cursors WHERE upstream = ?1",
+                [upstream],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql_err(&self.path, "reading a cursor", e))?
+            .unwrap_or(0);
         tx.execute(
             "UPDATE cursors SET
                 acked_id = max(acked_id, min(?2, coalesce((SELECT seq FROM sqlite_sequence
@@ -698,6 +719,19 @@ impl Outbox {
             params![upstream, up_to_id, now],
         )
         .map_err(|e| sql_err(&self.path, "moving a cursor", e))?;
+        // Delivered: the records the cursor passed, but for this upstream's dead
+        // letters (counted apart); persisted so the balance survives restarts.
+        let delivered: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM records r
+                 WHERE r.id > ?2 AND r.id <= (SELECT acked_id FROM cursors WHERE upstream = ?1)
+                 AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.upstream = ?1 AND d.id = r.id)",
+                params![upstream, old],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&self.path, "counting delivered records", e))?;
+        evict::add_counter(&tx, &format!("delivered:{upstream}"), delivered)
+            .map_err(|e| sql_err(&self.path, "counting delivered records", e))?;
         purge(&tx, &self.upstreams)
             .map_err(|e| sql_err(&self.path, "deleting acknowledged records", e))?;
         tx.commit()
@@ -907,6 +941,36 @@ impl Outbox {
 }
 
 /// Deletes every record that all configured upstreams have acknowledged.
+/// Records each upstream has not acknowledged yet (by its cursor).
+fn pending_per_upstream(conn: &Connection, upstreams: &[String]) -> rusqlite::Result<Vec<i64>> {
+    upstreams
+        .iter()
+        .map(|u| {
+            conn.query_row(
+                "SELECT count(*) FROM records WHERE id > coalesce(
+                    (SELECT acked_id FROM cursors WHERE upstream = ?1), 0)",
+                [u],
+                |r| r.get(0),
+            )
+        })
+        .collect()
+}
+
+/// After an eviction round: how many of the evicted records each upstream had not
+/// received, persisted as `unsent_evicted:<upstream>` (what the delivery balance on
+/// `/metrics` needs: appended = delivered + pending + dead-lettered + evicted unsent).
+fn count_unsent_evictions(
+    conn: &Connection,
+    upstreams: &[String],
+    before: &[i64],
+) -> rusqlite::Result<()> {
+    let after = pending_per_upstream(conn, upstreams)?;
+    for ((u, b), a) in upstreams.iter().zip(before).zip(after) {
+        evict::add_counter(conn, &format!("unsent_evicted:{u}"), (b - a).max(0))?;
+    }
+    Ok(())
+}
+
 fn purge(conn: &Connection, upstreams: &[String]) -> rusqlite::Result<usize> {
     if upstreams.is_empty() {
         return Ok(0);

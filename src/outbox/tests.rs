@@ -477,3 +477,47 @@ fn readings_in_an_outbox_full_of_alerts_evict_only_readings() {
     assert!(!ids.is_empty());
     assert!(o.stats().expect("stats").depth["alert"] >= alerts_before);
 }
+
+#[test]
+fn every_appended_record_is_accounted_for_per_upstream() {
+    // Two upstreams; one acks as it goes, one lags; a dead letter; a size bound that
+    // evicts: appended = delivered + pending + dead-lettered + evicted unsent, for each.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut o = Outbox::open(
+        &path,
+        &settings(1, FullPolicy::DropOldest),
+        "gw",
+        &["a", "b"],
+    )
+    .expect("open");
+    let mut next = 0;
+    for round in 0..60 {
+        o.append(&readings(next, 500)).expect("append");
+        next += 500;
+        let peek = o.peek("a", 400).expect("peek");
+        if round == 3 {
+            o.dead_letter("a", peek[0].id, "test").expect("dead letter");
+        }
+        if let Some(last) = peek.last() {
+            o.ack("a", last.id).expect("ack a");
+        }
+        if round % 10 == 9 {
+            let b = o.peek("b", 100).expect("peek b");
+            if let Some(last) = b.last() {
+                o.ack("b", last.id).expect("ack b");
+            }
+        }
+    }
+    let s = o.stats().expect("stats");
+    assert_eq!(s.appended, 30_000);
+    assert!(s.evicted.values().sum::<u64>() > 0, "the bound evicted");
+    for u in &s.upstreams {
+        assert_eq!(
+            s.appended,
+            u.delivered + u.pending + u.dead_lettered + u.unsent_evicted,
+            "{u:?}"
+        );
+    }
+    assert!(s.upstreams.iter().any(|u| u.dead_lettered == 1));
+}

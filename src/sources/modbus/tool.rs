@@ -320,6 +320,13 @@ pub struct SimulateArgs {
     /// Address to listen on (port 0 picks a free port, printed at start).
     #[arg(long, default_value = "127.0.0.1:5020")]
     pub listen: SocketAddr,
+    /// Serve Modbus RTU on this serial port instead of TCP (one end of a socat pty
+    /// pair in tests, a USB RS-485 adapter on a bench).
+    #[arg(long, value_name = "DEVICE")]
+    pub rtu: Option<PathBuf>,
+    /// RTU: baud rate (8 data bits, no parity, 1 stop bit).
+    #[arg(long, default_value_t = 19200)]
+    pub rtu_baud: u32,
     /// Hardware profile to serve.
     #[arg(long, value_name = "FILE")]
     pub profile: PathBuf,
@@ -457,10 +464,32 @@ pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> 
         );
         sim.set_recordings_for(&channel, recordings, args.play_once)?;
     }
-    let (addr, handle) = sim
-        .bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (addr, handle) = match &args.rtu {
+        None => {
+            let (addr, handle) = sim
+                .bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            (addr.to_string(), handle)
+        }
+        Some(path) => {
+            let port = tokio_serial::SerialStream::open(&tokio_serial::new(
+                path.to_string_lossy(),
+                args.rtu_baud,
+            ))
+            .with_context(|| format!("cannot open serial port {}", path.display()))?;
+            let rtu = sim.clone();
+            let handle = tokio::spawn(async move {
+                if let Err(e) = rtu.serve_rtu(port).await {
+                    tracing::error!("RTU simulator stopped: {e}");
+                }
+            });
+            (
+                format!("{} (RTU, {} baud)", path.display(), args.rtu_baud),
+                handle,
+            )
+        }
+    };
     println!(
         "Simulating {} {} ({}) on {addr}",
         loaded.profile.vendor,
