@@ -4,8 +4,9 @@
 //! bucket starts on the hour, UTC) and hold min, max, avg, count and the last value —
 //! the measures of the cloud's `sensor_readings_summary_hourly`, so the two can be
 //! compared. A bucket is emitted when the first reading of a later bucket arrives.
-//! A reading older than the open bucket (late, out of order) is not summarised; the
-//! processor counts it.
+//! A reading that is not newer than the last one summarised (late, out of order, or
+//! a redelivered message) is not summarised, so a redelivery never counts twice; the
+//! processor counts it (`late_for_summary`).
 //!
 //! Shutdown: [`SummaryAggregator::flush`] hands out the partial bucket *and keeps it*.
 //! The processor emits it and persists it in the state store; after a restart the
@@ -79,6 +80,13 @@ impl SummaryAggregator {
         let start = self.start_of(ts_us);
         let mut done = None;
         match &mut self.bucket {
+            // Not newer than the last reading summarised: a redelivered message (MQTT
+            // after a broker restart, a base station resending) or an out-of-order
+            // one. Summaries cover readings in time order, each once.
+            Some(b) if ts_us <= b.last_ts_us && b.count > 0 => {
+                self.late += 1;
+                return None;
+            }
             Some(b) if b.start_us == start => {
                 b.min = b.min.min(value);
                 b.max = b.max.max(value);
@@ -146,6 +154,18 @@ mod tests {
         );
         // flush keeps the bucket open.
         assert_eq!(a.flush(), Some(open));
+    }
+
+    #[test]
+    fn a_redelivered_reading_is_summarised_once() {
+        let base = 1_764_064_800 * S;
+        let mut a = SummaryAggregator::new(3600);
+        for (ts, v) in [(10, 1.0), (20, 2.0), (20, 2.0), (15, 9.0), (30, 3.0)] {
+            a.push(base + ts * S, v);
+        }
+        let b = a.flush().expect("open");
+        assert_eq!((b.count, b.sum, b.max), (3, 6.0, 3.0));
+        assert_eq!(a.late, 2);
     }
 
     #[test]
