@@ -505,3 +505,199 @@ fn an_unreadable_status_token_is_a_warning_from_check() {
     assert_eq!(w.line, line_of(&c, "edgegw-token"));
     assert!(w.message.contains("refuse to start"), "{w}");
 }
+
+#[test]
+fn relative_state_paths_are_relative_to_the_config_file() {
+    let c = BASE.replace(
+        "profile_dir = \"hardware-profiles\"",
+        "profile_dir = \"hardware-profiles\"\nstate_dir = \"state\"",
+    )
+        + "\n[outbox]\npath = \"buffer/outbox.db\"\n\n[models]\ncache_dir = \"cache/models\"\n";
+    let s = Setup::new(&c);
+    let dir = s.dir.path();
+    // The test runs in the package directory, not next to the config.
+    assert_ne!(std::env::current_dir().unwrap(), dir);
+    let l = load(&s.path()).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(l.config.gateway.state_dir, dir.join("state"));
+    assert_eq!(
+        l.config.outbox.path.as_deref(),
+        Some(dir.join("buffer/outbox.db").as_path())
+    );
+    assert_eq!(
+        l.config.models.cache_dir(&l.config.gateway.state_dir),
+        dir.join("cache/models")
+    );
+    assert_eq!(
+        edgegw::app::outbox_path(&l.config),
+        dir.join("buffer/outbox.db")
+    );
+    // Defaults follow the state directory.
+    let s = Setup::new(&BASE.replace(
+        "profile_dir = \"hardware-profiles\"",
+        "profile_dir = \"hardware-profiles\"\nstate_dir = \"state\"",
+    ));
+    let l = load(&s.path()).unwrap_or_else(|d| panic!("{d:#?}"));
+    let state = s.dir.path().join("state");
+    assert_eq!(l.config.gateway.state_dir, state);
+    assert_eq!(edgegw::app::outbox_path(&l.config), state.join("outbox.db"));
+    assert_eq!(
+        l.config.models.cache_dir(&l.config.gateway.state_dir),
+        state.join("models")
+    );
+    // A config named by a relative path still gives absolute directories.
+    let cwd = std::env::current_dir().unwrap();
+    let mut relative = PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        relative.push("..");
+    }
+    relative.push(s.path().strip_prefix("/").unwrap());
+    let l = load(&relative).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(l.config.gateway.state_dir.is_absolute(), "{l:?}");
+    assert_eq!(
+        l.config.gateway.state_dir.canonicalize().ok(),
+        None,
+        "not created by loading"
+    );
+    assert_eq!(
+        l.config
+            .gateway
+            .state_dir
+            .parent()
+            .unwrap()
+            .canonicalize()
+            .unwrap(),
+        s.dir.path().canonicalize().unwrap()
+    );
+    // Absolute paths stay as they are.
+    let s = Setup::new(BASE);
+    let l = load(&s.path()).unwrap();
+    assert_eq!(l.config.gateway.state_dir, Path::new("/var/lib/edgegw"));
+}
+
+/// `text` with every `°` written as Latin-1 (the single byte 0xB0), and the 1-based
+/// line and column of the first one.
+fn latin1(text: &str) -> (Vec<u8>, usize, usize) {
+    let line = line_of(text, "°");
+    let column = text
+        .lines()
+        .nth(line - 1)
+        .unwrap()
+        .split('°')
+        .next()
+        .unwrap()
+        .chars()
+        .count()
+        + 1;
+    let mut bytes = Vec::new();
+    for c in text.chars() {
+        match c {
+            '°' => bytes.push(0xB0),
+            c => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    (bytes, line, column)
+}
+
+#[track_caller]
+fn assert_not_utf8(r: &CheckReport, file: &Path, line: usize, column: usize) {
+    let d = r
+        .diags
+        .iter()
+        .find(|d| d.file == file && d.is_error())
+        .unwrap_or_else(|| panic!("no error in {}: {:#?}", file.display(), r.diags));
+    assert_eq!((d.line, d.column), (line, column), "{d}");
+    assert!(
+        d.message
+            .contains("not UTF-8: save the file as UTF-8 (e.g. the `°` sign written in Latin-1)"),
+        "{d}"
+    );
+    assert!(d.message.contains("0xB0"), "names the byte: {d}");
+}
+
+#[test]
+fn a_config_or_profile_in_latin1_is_located() {
+    // The config: `°` in a free-text field.
+    let c = BASE.replace(
+        "id = \"gw-test\"",
+        "id = \"gw-test\"\nsite = \"hall 2, 40 °C\"",
+    );
+    let s = Setup::new(&c);
+    let (bytes, line, column) = latin1(&c);
+    std::fs::write(s.path(), bytes).unwrap();
+    let r = s.check();
+    assert_not_utf8(&r, &s.path(), line, column);
+    assert!(
+        load(&s.path()).is_err(),
+        "a config that is not UTF-8 does not run"
+    );
+
+    // A profile: `unit = "°C"` saved by an editor set to Latin-1.
+    let s = Setup::new(BASE);
+    let profile = s.dir.path().join("hardware-profiles/tempco-rtt20.toml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let (bytes, line, column) = latin1(&text);
+    std::fs::write(&profile, bytes).unwrap();
+    let r = s.check();
+    assert_not_utf8(&r, &profile, line, column);
+    assert_eq!(r.errors(), 1, "one problem, said once: {:#?}", r.diags);
+    // The device that uses it is left out; the rest runs.
+    let l = load(&s.path()).unwrap_or_else(|d| panic!("{d:#?}"));
+    let ids: Vec<&str> = l.runnable.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["pump1"]);
+}
+
+/// `check` reports every problem, however many: 5,000 in a config (unknown keys, and
+/// devices with an unknown key, a value of the wrong type or a value out of range)
+/// and 5,000 in a profile. Each is counted, and each is at its own line.
+#[test]
+fn thousands_of_problems_are_all_reported() {
+    const N: usize = 1250;
+    let mut c = String::from("[gateway]\nid = \"gw-test\"\nprofile_dir = \"hardware-profiles\"\n");
+    for i in 0..N {
+        c += &format!("bogus_{i} = {i}\n");
+    }
+    for i in 0..3 * N {
+        let problem = match i % 3 {
+            0 => "bogus = 1",
+            1 => "poll_interval_ms = \"often\"",
+            _ => "poll_interval_ms = 1",
+        };
+        c += &format!(
+            "\n[[devices]]\nid = \"d{i}\"\nprofile = \"acme-vt420\"\n{problem}\n\
+             [devices.modbus_tcp]\nhost = \"127.0.0.1\"\n"
+        );
+    }
+    let mut p = String::from(
+        "vendor = \"X\"\nmodel = \"Y\"\n\n[channels.a]\nsensor_type = \"temperature\"\nunit = \"1\"\n\n[modbus]\n",
+    );
+    for i in 0..2 * N {
+        p += &format!(
+            "\n[[modbus.registers]]\nchannel = \"nochan{i}\"\ntable = \"input\"\naddress = {i}\n\
+             type = \"u16\"\nbogus = 1\n"
+        );
+    }
+    let s = Setup::new(&c);
+    let profile = s.dir.path().join("hardware-profiles/big.toml");
+    std::fs::write(&profile, &p).unwrap();
+    let r = s.check();
+    for (file, text, n) in [(s.path(), &c, 4 * N), (profile, &p, 4 * N)] {
+        let errors: Vec<_> = r
+            .diags
+            .iter()
+            .filter(|d| d.file == file && d.is_error())
+            .collect();
+        assert_eq!(errors.len(), n, "{}", file.display());
+        let lines: std::collections::BTreeSet<usize> = errors.iter().map(|d| d.line).collect();
+        assert_eq!(lines.len(), n, "each problem at its own line");
+        let source: Vec<&str> = text.lines().collect();
+        for d in &errors {
+            let key = d.field.rsplit('.').next().unwrap();
+            let key = key.split('[').next().unwrap();
+            assert!(
+                source[d.line - 1].starts_with(key),
+                "{d} points at {:?}",
+                source[d.line - 1]
+            );
+        }
+    }
+}

@@ -62,6 +62,18 @@ fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
     assert!(status.success(), "mosquitto_pub failed for {topic}");
 }
 
+/// The gateway's clock `secs_ago` seconds ago, in whole seconds, as µs.
+fn recent_us(secs_ago: i64) -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp() - secs_ago) * 1_000_000
+}
+
+fn rfc3339(us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
 fn write_profile(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, text).unwrap();
@@ -332,18 +344,31 @@ async fn payload_formats_give_exact_readings_and_malformed_ones_are_counted() {
 
     let p = |t: &str, payload: &[u8]| publish(SYSTEM_BROKER, &format!("{pre}/{t}"), payload, false);
     let node7 = "wisense/base1/node7/data";
+    // Stamped a minute ago: inside the profile's timestamp bounds.
+    let ts0 = recent_us(60);
     p(
         node7,
-        br#"{"ts":"2026-11-25T14:03:07Z","vrms":2.31,"apeak":0.84,"temp":41.7,"battery":3.61}"#,
+        format!(
+            r#"{{"ts":"{}","vrms":2.31,"apeak":0.84,"temp":41.7,"battery":3.61}}"#,
+            rfc3339(ts0)
+        )
+        .as_bytes(),
     );
     // Malformed, each on the same topic as good data.
     p(node7, b"{\"vrms\": 2.3");
     p(node7, b"");
     p(
         node7,
-        br#"{"ts":"2026-11-25T14:03:08Z","vrms":"high","apeak":null,"temp":41.8}"#,
+        format!(
+            r#"{{"ts":"{}","vrms":"high","apeak":null,"temp":41.8}}"#,
+            rfc3339(ts0 + 1_000_000)
+        )
+        .as_bytes(),
     );
-    p(node7, br#"{"ts":"2026-11-25T14:03:09Z","vrms":NaN}"#);
+    p(
+        node7,
+        format!(r#"{{"ts":"{}","vrms":NaN}}"#, rfc3339(ts0 + 2_000_000)).as_bytes(),
+    );
     p("line2/csv", b"20.5;x;1013250\n");
     p("line2/csv", b"oops");
     p("m7/num/temp", b"21.25");
@@ -359,12 +384,15 @@ async fn payload_formats_give_exact_readings_and_malformed_ones_are_counted() {
     p("raw", &[1, 2, 3]);
     p(
         node7,
-        br#"{"ts":"2026-11-25T14:03:10Z","vrms":2.5,"apeak":0.9,"temp":42.0,"battery":3.6}"#,
+        format!(
+            r#"{{"ts":"{}","vrms":2.5,"apeak":0.9,"temp":42.0,"battery":3.6}}"#,
+            rfc3339(ts0 + 3_000_000)
+        )
+        .as_bytes(),
     );
 
     let got = sink.wait_len(n0 + 4 + 1 + 2 + 1 + 1 + 1 + 4).await;
     let got = &got[n0..];
-    let ts0 = 1_795_615_387_000_000;
     let want_scalars: Vec<(String, f64)> = vec![
         ("conveyor.velocity_rms".into(), 2.31),
         ("conveyor.accel_peak".into(), 0.84),
@@ -613,4 +641,148 @@ async fn broker_restart_reconnects_and_resubscribes() {
     assert_eq!(scalar(&got[n1]).1, 3.0);
     run.stop().await;
     drop(broker);
+}
+
+/// Starts the source on the system broker with its own topic error counters.
+fn start_counted(client_id: &str, devices: Vec<DeviceSpec>) -> (Running, Sink, Arc<TopicErrors>) {
+    let topic_errors = Arc::new(TopicErrors::default());
+    let (tx, rx) = mpsc::channel(8);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run_mqtt_with_topic_errors(
+        "b".into(),
+        broker(SYSTEM_BROKER, client_id),
+        "gw-test".into(),
+        devices,
+        tx,
+        cancel.clone(),
+        topic_errors.clone(),
+    ));
+    (Running { cancel, task }, Sink::start(rx), topic_errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implausible_payload_timestamps_are_refused_and_counted() {
+    require_system_broker();
+    let pre = format!("edgegw-test-{}", unique());
+    let dev = device(
+        "conveyor",
+        &repo_profile("wisense-vb3"),
+        &format!("{pre}/wisense/+/+/data"),
+    );
+    let stats = dev.stats.clone();
+    let client_id = format!("edgegw-test-{}", unique());
+    let (run, sink, topic_errors) = start_counted(&client_id, vec![dev]);
+    let msg = |ts: &str, v: f64| {
+        format!(r#"{{"ts":"{ts}","vrms":{v},"apeak":0.5,"temp":40.0,"battery":3.6}}"#).into_bytes()
+    };
+    let probe = format!("{pre}/wisense/base1/probe/data");
+    let n0 = until_subscribed(
+        SYSTEM_BROKER,
+        &probe,
+        &sink,
+        &msg(&rfc3339(recent_us(1)), 0.0),
+    )
+    .await;
+
+    let node = format!("{pre}/wisense/base1/node7/data");
+    // A base station with a broken clock: year 9999, then a reset to 1970.
+    publish(
+        SYSTEM_BROKER,
+        &node,
+        &msg("9999-12-31T23:59:59Z", 9.0),
+        false,
+    );
+    publish(
+        SYSTEM_BROKER,
+        &node,
+        &msg("1970-01-01T00:00:00Z", 8.0),
+        false,
+    );
+    let good = recent_us(30);
+    publish(SYSTEM_BROKER, &node, &msg(&rfc3339(good), 2.5), false);
+    let got = sink.wait_len(n0 + 4).await;
+    // Nothing else arrives: the two refused messages gave no readings.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.len(), n0 + 4, "only the good message gives readings");
+    assert_eq!(scalar(&got[n0]), ("conveyor.velocity_rms".into(), 2.5));
+    assert!(got[n0..].iter().all(|r| r.ts_us == good));
+    assert_eq!(stats.error_count("timestamp_out_of_bounds"), 2);
+    assert_eq!(topic_errors.get(&node, "timestamp_out_of_bounds"), 2);
+    run.stop().await;
+
+    // The refused messages were acknowledged: nothing comes back.
+    let dev = device(
+        "conveyor",
+        &repo_profile("wisense-vb3"),
+        &format!("{pre}/wisense/+/+/data"),
+    );
+    let (run, sink) = start(SYSTEM_BROKER, &client_id, vec![dev]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.len(), 0, "no redelivery");
+    run.stop().await;
+}
+
+const CAPPED_PROFILE: &str = r#"
+vendor = "Test"
+model = "FANOUT-1"
+[channels.temperature]
+sensor_type = "temperature"
+unit = "°C"
+[mqtt]
+topic = "x/+/t"
+payload = "number"
+device_level = 1
+max_devices = 5
+[[mqtt.fields]]
+channel = "temperature"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_devices_are_capped_per_subscription() {
+    require_system_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let pre = format!("edgegw-test-{}", unique());
+    let filter = format!("{pre}/+/t");
+    let dev = device(
+        "base",
+        &write_profile(dir.path(), "capped", CAPPED_PROFILE),
+        &filter,
+    );
+    let stats = dev.stats.clone();
+    let client_id = format!("edgegw-test-{}", unique());
+    let (run, sink, topic_errors) = start_counted(&client_id, vec![dev]);
+    // The probe comes from node n0, the first of the five.
+    let n0 = until_subscribed(SYSTEM_BROKER, &format!("{pre}/n0/t"), &sink, b"-1").await;
+
+    for i in 0..20 {
+        publish(
+            SYSTEM_BROKER,
+            &format!("{pre}/n{i}/t"),
+            i.to_string().as_bytes(),
+            false,
+        );
+    }
+    wait_for("15 refused messages", || {
+        topic_errors.get(&filter, "too_many_devices") == 15
+    })
+    .await;
+    let got = sink.wait_len(n0 + 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.len(), n0 + 5);
+    let values: Vec<(String, f64)> = got[n0..].iter().map(scalar).collect();
+    let want: Vec<(String, f64)> = (0..5)
+        .map(|i| (format!("base-n{i}.temperature"), f64::from(i)))
+        .collect();
+    assert_eq!(values, want);
+    assert_eq!(stats.error_count("too_many_devices"), 15);
+    // Counted under the subscription's filter, not once per new topic.
+    assert_eq!(
+        topic_errors.snapshot(),
+        [(filter.clone(), "too_many_devices", 15)]
+    );
+    // A device already known carries on.
+    publish(SYSTEM_BROKER, &format!("{pre}/n3/t"), b"33", false);
+    let got = sink.wait_len(n0 + 6).await;
+    assert_eq!(scalar(&got[n0 + 5]), ("base-n3.temperature".into(), 33.0));
+    run.stop().await;
 }

@@ -89,3 +89,63 @@ fn bad_poll_command_escape() {
         "{d:#?}"
     );
 }
+
+#[test]
+fn timestamp_bounds_and_max_devices_are_checked() {
+    let p = format!(
+        "{HEAD}[mqtt]\ntopic = \"plant/+/data\"\npayload = \"json\"\ndevice_level = 1\nmax_devices = 0\n\
+         timestamp = {{ path = \"ts\", format = \"unix_s\", max_future_secs = 0, max_age_hours = 0 }}\n\
+         [[mqtt.fields]]\nchannel = \"temperature\"\npath = \"t\"\n"
+    );
+    let d = check(&p);
+    let has = |field: &str, text: &str| {
+        assert!(
+            d.iter().any(|l| l.starts_with(field) && l.contains(text)),
+            "no {field:?} with {text:?} in {d:#?}"
+        )
+    };
+    has("mqtt.max_devices", "between 1 and");
+    has("mqtt.timestamp.max_future_secs", "greater than 0");
+    has("mqtt.timestamp.max_age_hours", "greater than 0");
+
+    // Negative values are reported at their field too.
+    let p = format!(
+        "{HEAD}[mqtt]\ntopic = \"plant/+/data\"\npayload = \"json\"\ndevice_level = 1\nmax_devices = -3\n\
+         timestamp = {{ path = \"ts\", format = \"unix_s\", max_age_hours = -1 }}\n\
+         [[mqtt.fields]]\nchannel = \"temperature\"\npath = \"t\"\n"
+    );
+    let d = check(&p);
+    assert!(
+        d.iter().any(|l| l.starts_with("mqtt.max_devices")),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|l| l.starts_with("mqtt.timestamp.max_age_hours")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn good_timestamp_bounds_and_max_devices_pass() {
+    let p = format!(
+        "{HEAD}[mqtt]\ntopic = \"plant/+/data\"\npayload = \"json\"\ndevice_level = 1\nmax_devices = 50\n\
+         timestamp = {{ path = \"ts\", format = \"rfc3339\", max_future_secs = 60, max_age_hours = 200000 }}\n\
+         [[mqtt.fields]]\nchannel = \"temperature\"\npath = \"t\"\n"
+    );
+    assert_eq!(check(&p), Vec::<String>::new());
+}
+
+#[test]
+fn max_devices_without_device_level_is_a_warning() {
+    let p = format!(
+        "{HEAD}[mqtt]\ntopic = \"plant/m7/data\"\npayload = \"number\"\nmax_devices = 50\n\
+         [[mqtt.fields]]\nchannel = \"temperature\"\n"
+    );
+    let d = check(&p);
+    assert!(
+        d.iter()
+            .any(|l| l.starts_with("mqtt.max_devices") && l.contains("device_level")),
+        "{d:#?}"
+    );
+}

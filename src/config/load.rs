@@ -1,6 +1,7 @@
 //! Loading and checking: the file is checked with spans (every problem, with its
-//! line), then figment merges `EDGEGW_` environment overrides, then the semantic
-//! checks run across config and profiles.
+//! line), then figment merges the `EDGEGW_<SECTION>__<KEY>` environment overrides
+//! (not the variables the file names as secrets), relative paths are made relative
+//! to the config file, then the semantic checks run across config and profiles.
 
 use super::*;
 use crate::diag::{deserialize_all, Diagnostic, FieldPath, SourceFile};
@@ -9,6 +10,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use toml::de::DeValue;
 
 /// A config with every profile it uses, plus whatever was wrong with the rest.
 #[derive(Debug)]
@@ -40,9 +42,10 @@ impl CheckReport {
 /// of them); a device with a bad profile is reported and left out, the rest runs.
 pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     let mut diags = Vec::new();
-    let Some(file) = SourceFile::read(path, &mut diags) else {
+    let Some(text) = SourceFile::read_text(path, &mut diags) else {
         return Err(diags);
     };
+    let file = SourceFile::parse(path, &text, &mut diags);
     let Some(config) = parse_config(&file, &mut diags) else {
         return Err(diags);
     };
@@ -66,9 +69,10 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
 pub fn check_all(path: &Path) -> CheckReport {
     let mut report = CheckReport::default();
     report.files.push(path.to_path_buf());
-    let Some(file) = SourceFile::read(path, &mut report.diags) else {
+    let Some(text) = SourceFile::read_text(path, &mut report.diags) else {
         return report;
     };
+    let file = SourceFile::parse(path, &text, &mut report.diags);
     let Some(config) = parse_config(&file, &mut report.diags) else {
         return report;
     };
@@ -102,10 +106,89 @@ pub fn profile_dir(config_path: &Path, config: &GatewayConfig) -> PathBuf {
     }
 }
 
+/// The prefix of our environment variables.
+const ENV_PREFIX: &str = "EDGEGW_";
+
 /// Environment variables with our prefix that are not config overrides.
 const NOT_OVERRIDES: &[&str] = &["CONFIG", "LOG_FORMAT"];
 
+/// The config's own environment overrides: `EDGEGW_<SECTION>__<KEY>` (every setting is
+/// in a section, so an override always has `__`), except the variables the config
+/// names as secrets (`password = { env = "EDGEGW_REDIS_PASSWORD" }`): those hold a
+/// value for a setting, they are not settings.
+fn env_overrides(file: &SourceFile) -> Env {
+    let secrets: Vec<String> = secret_variables(file)
+        .into_iter()
+        .filter_map(|v| {
+            let prefix = v.get(..ENV_PREFIX.len())?;
+            prefix
+                .eq_ignore_ascii_case(ENV_PREFIX)
+                .then(|| v[ENV_PREFIX.len()..].to_string())
+        })
+        .collect();
+    Env::prefixed(ENV_PREFIX)
+        .ignore(NOT_OVERRIDES)
+        .filter(move |key| {
+            key.as_str().contains("__") && !secrets.iter().any(|s| s.as_str() == key)
+        })
+        .split("__")
+}
+
+/// Every environment variable the file names as a secret (`{ env = "VAR" }`, wherever
+/// it is: upstreams, brokers, S3 keys, the status token).
+fn secret_variables(file: &SourceFile) -> Vec<String> {
+    fn walk(v: &DeValue<'_>, out: &mut Vec<String>) {
+        match v {
+            DeValue::Table(t) => {
+                if let (1, Some(var)) = (t.len(), t.get("env")) {
+                    if let DeValue::String(var) = var.get_ref() {
+                        out.push(var.to_string());
+                    }
+                }
+                for v in t.values() {
+                    walk(v.get_ref(), out);
+                }
+            }
+            DeValue::Array(a) => {
+                for v in a.iter() {
+                    walk(v.get_ref(), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(file.root_value().get_ref(), &mut out);
+    out
+}
+
+/// Makes the paths of the gateway's own files absolute, a relative one taken from the
+/// config file's directory (as `profile_dir` is), once, so that the daemon, `check`
+/// and the CLI tools find the same outbox and model cache wherever they are started.
+fn resolve_paths(c: &mut GatewayConfig, config_path: &Path) {
+    let config_path = std::path::absolute(config_path).unwrap_or_else(|_| config_path.into());
+    let dir = config_path.parent().unwrap_or_else(|| Path::new("/"));
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    };
+    resolve(&mut c.gateway.state_dir);
+    if let Some(p) = c.outbox.path.as_mut() {
+        resolve(p);
+    }
+    if let Some(p) = c.models.cache_dir.as_mut() {
+        resolve(p);
+    }
+}
+
 fn parse_config(file: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
+    let mut config = parse_with_overrides(file, diags)?;
+    resolve_paths(&mut config, &file.path);
+    Some(config)
+}
+
+fn parse_with_overrides(file: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<GatewayConfig> {
     let before = diags.iter().filter(|d| d.is_error()).count();
     let from_file: Option<GatewayConfig> =
         deserialize_all(file, &FieldPath::root(), file.root_value(), diags);
@@ -116,8 +199,8 @@ fn parse_config(file: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Gatewa
     }
     // The file is fine on its own; now apply environment overrides.
     let figment = Figment::new()
-        .merge(Toml::string(&file.text))
-        .merge(Env::prefixed("EDGEGW_").split("__").ignore(NOT_OVERRIDES));
+        .merge(Toml::string(file.text))
+        .merge(env_overrides(file));
     match figment.extract::<GatewayConfig>() {
         Ok(c) => Some(c),
         Err(errors) => {
@@ -238,10 +321,12 @@ fn check_config(
     let mut seen_ids: BTreeMap<&str, usize> = BTreeMap::new();
     let mut port_users: BTreeMap<&str, (bool, usize)> = BTreeMap::new();
     let mut runnable = Vec::new();
+    // Profiles that did not load: their errors are reported once, not per device.
+    let mut failed_profiles: BTreeSet<String> = BTreeSet::new();
 
     for (i, d) in c.devices.iter().enumerate() {
         let path = root.join("devices").join(i);
-        let errors_before = diags.iter().filter(|d| d.is_error()).count();
+        let first_diag = diags.len();
         if let Some(p) = crate::profiles::name_problem(&d.id) {
             diags.push(file.diag(&path.join("id"), format!("device id {:?} {p}", d.id)));
         }
@@ -361,8 +446,8 @@ fn check_config(
         // The profile.
         let profile_path = resolve_profile(&dir, &d.profile);
         let name = profile_name(&d.profile);
-        let profile = if let Some(p) = profiles_out.get(&name) {
-            Some(p.clone())
+        if profiles_out.contains_key(&name) || failed_profiles.contains(&name) {
+            // Loaded (or found wanting) for an earlier device.
         } else if !profile_path.is_file() {
             diags.push(file.diag(
                 &path.join("profile"),
@@ -374,26 +459,27 @@ fn check_config(
                     list(&available.iter().map(String::as_str).collect::<Vec<_>>())
                 ),
             ));
-            None
+        } else if let Some(p) = crate::profiles::load_profile(&profile_path, diags) {
+            profiles_out.insert(name.clone(), p);
         } else {
-            let p = crate::profiles::load_profile(&profile_path, diags);
-            if p.is_none() {
-                // The errors themselves are in the profile file; here only a note,
-                // so that the rest of the gateway still runs.
-                diags.push(
-                    file.diag(
-                        &path.join("profile"),
-                        format!(
-                            "profile {:?} has errors (listed above); device {:?} will not run",
-                            d.profile, d.id
-                        ),
-                    )
-                    .warning(),
-                );
-            }
-            p
-        };
-        if let (Some(p), Some(t)) = (&profile, transport) {
+            failed_profiles.insert(name.clone());
+        }
+        if failed_profiles.contains(&name) {
+            // The errors themselves are in the profile file; here only a note, so
+            // that the rest of the gateway still runs.
+            diags.push(
+                file.diag(
+                    &path.join("profile"),
+                    format!(
+                        "profile {:?} has errors (listed above); device {:?} will not run",
+                        d.profile, d.id
+                    ),
+                )
+                .warning(),
+            );
+        }
+        let profile = profiles_out.get(&name);
+        if let (Some(p), Some(t)) = (profile, transport) {
             let (has, section) = match t {
                 Transport::ModbusTcp(_) | Transport::ModbusRtu(_) => {
                     (p.profile.modbus.is_some(), "[modbus]")
@@ -429,10 +515,7 @@ fn check_config(
                 diags.push(file.diag(&path.join("model"), w).warning());
             }
         }
-        if let Some(p) = profile {
-            profiles_out.insert(name, p);
-        }
-        let ok = diags.iter().filter(|d| d.is_error()).count() == errors_before;
+        let ok = profile.is_some() && !diags[first_diag..].iter().any(Diagnostic::is_error);
         if ok && d.enabled {
             runnable.push(d.clone());
         }

@@ -434,6 +434,14 @@ pub struct MqttFormat {
     /// value must be a valid name (letters, digits, `_`, `-`, `.`), or the message
     /// is counted as `topic_level` and dropped.
     pub device_level: Option<usize>,
+    /// With `device_level`: most distinct level values (dynamic devices) this
+    /// subscription accepts. Each dynamic device costs memory for as long as the
+    /// daemon runs (its channels' pipeline state), so anyone able to publish under
+    /// the topic filter could otherwise grow the daemon without bound. Messages from
+    /// further values are counted as `too_many_devices` (under the topic filter) and
+    /// dropped.
+    #[serde(default = "default_max_devices")]
+    pub max_devices: usize,
     /// 0-based topic level whose value selects the channel, for sensors that publish
     /// one topic per quantity (`plant/m7/temperature`, `plant/m7/humidity`). The
     /// `[[mqtt.fields]]` entry whose `topic_value` (default: its channel name)
@@ -448,6 +456,10 @@ pub struct MqttFormat {
 
 fn default_max_payload_bytes() -> usize {
     256 * 1024
+}
+
+fn default_max_devices() -> usize {
+    1000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -467,6 +479,25 @@ pub struct TimestampField {
     pub path: String,
     /// `rfc3339`, `unix_s`, `unix_ms` or `unix_us`.
     pub format: TimestampFormat,
+    /// Readings stamped further ahead of the gateway's clock at arrival are counted
+    /// as `timestamp_out_of_bounds` and dropped: one reading from a broken clock
+    /// (year 9999) would otherwise stay the sensor's latest value for good. A device
+    /// clock a few minutes fast is normal.
+    #[serde(default = "default_max_future_secs")]
+    pub max_future_secs: u64,
+    /// Readings stamped longer before the gateway's clock at arrival are counted as
+    /// `timestamp_out_of_bounds` and dropped (a clock reset to 1970). Long enough
+    /// for a base station to deliver the backlog it buffered during an outage.
+    #[serde(default = "default_max_age_hours")]
+    pub max_age_hours: u64,
+}
+
+fn default_max_future_secs() -> u64 {
+    300
+}
+
+fn default_max_age_hours() -> u64 {
+    30 * 24
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -507,7 +538,8 @@ pub struct LoadedProfile {
 /// Loads and validates one profile file; all problems go to `diags`.
 pub fn load_profile(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<LoadedProfile> {
     let before = error_count(diags);
-    let file = SourceFile::read(path, diags)?;
+    let text = SourceFile::read_text(path, diags)?;
+    let file = SourceFile::parse(path, &text, diags);
     // A repaired profile (offending entries dropped) still gets the semantic checks,
     // so that one run reports every problem.
     let profile: Option<Profile> =

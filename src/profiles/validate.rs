@@ -517,6 +517,10 @@ fn serial(file: &SourceFile, p: &Profile, s: &SerialFormat, diags: &mut Vec<Diag
 /// to this size (see `sources::mqtt`).
 pub(crate) const MAX_MQTT_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest `mqtt.max_devices`: every dynamic device keeps its channels' pipeline
+/// state for as long as the daemon runs, and a gateway has a memory limit.
+pub(crate) const MAX_MQTT_DEVICES: usize = 10_000;
+
 /// Checks an MQTT topic filter; returns why it is invalid.
 pub(crate) fn topic_filter_problem(t: &str) -> Option<String> {
     if t.is_empty() {
@@ -589,6 +593,47 @@ fn mqtt(file: &SourceFile, p: &Profile, m: &MqttFormat, diags: &mut Vec<Diagnost
                     levels.len()
                 ),
             )),
+        }
+    }
+    if m.device_level.is_some() {
+        if m.max_devices == 0 || m.max_devices > MAX_MQTT_DEVICES {
+            diags.push(file.diag(
+                &base.join("max_devices"),
+                format!(
+                    "must be between 1 and {MAX_MQTT_DEVICES}: the most `device_level` values \
+                     this subscription turns into devices (each keeps memory while the daemon runs)"
+                ),
+            ));
+        }
+    } else if file.value_at(&base.join("max_devices")).is_some() {
+        diags.push(
+            file.diag(
+                &base.join("max_devices"),
+                "is only used with mqtt.device_level; remove it or set device_level".to_string(),
+            )
+            .warning(),
+        );
+    }
+    if let Some(t) = &m.timestamp {
+        let path = base.join("timestamp");
+        for (name, zero, what) in [
+            (
+                "max_future_secs",
+                t.max_future_secs == 0,
+                "how many seconds a device's clock may run ahead of the gateway's (default 300)",
+            ),
+            (
+                "max_age_hours",
+                t.max_age_hours == 0,
+                "how many hours old a reading may be on arrival, e.g. a backlog after an outage (default 720 = 30 days)",
+            ),
+        ] {
+            if zero {
+                diags.push(file.diag(
+                    &path.join(name),
+                    format!("must be greater than 0: {what}"),
+                ));
+            }
         }
     }
     if m.device_level.is_some() && m.device_level == m.channel_level {

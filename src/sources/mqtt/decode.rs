@@ -4,8 +4,16 @@
 //!
 //! Problems never stop decoding of the rest of a message: a JSON message with one
 //! missing field still yields the other channels, and reports the missing one.
+//!
+//! Two things here bound what a publisher can do to the rest of the gateway:
+//! - Payload timestamps must lie within the profile's bounds around the arrival time
+//!   (`mqtt.timestamp.max_future_secs`, `max_age_hours`): one reading from a broken
+//!   clock (year 9999) would stay a sensor's latest value for good.
+//! - With `device_level`, at most `mqtt.max_devices` distinct level values become
+//!   devices; each one costs memory down the pipeline for as long as the daemon
+//!   runs. A refused value allocates nothing that outlives the message.
 
-use crate::profiles::{MqttFormat, PayloadFormat, TimestampField, TimestampFormat};
+use crate::profiles::{MqttFormat, PayloadFormat, TimestampFormat};
 use crate::record::{SensorType, TimestampUs};
 use crate::sources::{ChannelId, Reading, Value};
 use std::collections::HashMap;
@@ -15,12 +23,17 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
     /// `payload_too_large`, `empty`, `json`, `csv`, `number`, `type`, `non_finite`,
-    /// `missing_field`, `timestamp`, `batch`, `raw_length`, `topic_level`,
-    /// `unknown_channel`.
+    /// `missing_field`, `timestamp`, [`TIMESTAMP_OUT_OF_BOUNDS`], `batch`,
+    /// `raw_length`, `topic_level`, [`TOO_MANY_DEVICES`], `unknown_channel`.
     pub kind: &'static str,
     /// What exactly, for the log line.
     pub detail: String,
 }
+
+/// A payload timestamp outside the profile's bounds around the arrival time.
+pub const TIMESTAMP_OUT_OF_BOUNDS: &str = "timestamp_out_of_bounds";
+/// A `device_level` value beyond `mqtt.max_devices` distinct ones.
+pub const TOO_MANY_DEVICES: &str = "too_many_devices";
 
 fn problem(kind: &'static str, detail: impl Into<String>) -> Problem {
     Problem {
@@ -48,9 +61,15 @@ struct Field {
     offset: f64,
 }
 
-/// Most distinct device ids (from `device_level`) whose channel identities are
-/// cached; the cache is cleared when full so that topics from outside cannot grow it.
-const CHANNEL_CACHE_MAX: usize = 4096;
+/// Where a payload's timestamp is and how far from the arrival time it may be.
+#[derive(Debug, Clone)]
+struct Stamp {
+    /// JSON path, split at dots.
+    path: Vec<String>,
+    format: TimestampFormat,
+    max_future_secs: u64,
+    max_age_hours: u64,
+}
 
 /// A device's payload mapping, compiled from its profile.
 #[derive(Debug)]
@@ -59,19 +78,25 @@ pub struct Decoder {
     device: String,
     payload: PayloadFormat,
     fields: Vec<Field>,
-    timestamp: Option<(Vec<String>, TimestampFormat)>,
+    timestamp: Option<Stamp>,
     batch: Option<Vec<String>>,
     delimiter: String,
     sample_rate_hz: Option<f64>,
     /// `mqtt.scale` (number and raw payloads).
     format_scale: f64,
     device_level: Option<usize>,
+    /// With `device_level`: most entries in `dynamic`.
+    max_devices: usize,
     channel_level: Option<usize>,
     /// With `channel_level`: topic value -> field index.
     by_topic_value: HashMap<String, usize>,
     max_payload_bytes: usize,
-    /// Channel identities per effective device id, per field (cheap clones).
-    ids: HashMap<String, Arc<[ChannelId]>>,
+    /// Channel identities of the configured device, per field (cheap clones).
+    fixed: Arc<[ChannelId]>,
+    /// With `device_level`: the level values admitted as devices (those that gave
+    /// a reading), with their channel identities. Never more than `max_devices`:
+    /// this is the admission list, not a cache, so nothing is evicted.
+    dynamic: HashMap<String, Arc<[ChannelId]>>,
 }
 
 fn split_path(p: &str) -> Vec<String> {
@@ -112,26 +137,36 @@ impl Decoder {
         Ok(Decoder {
             device: device.to_string(),
             payload: fmt.payload,
+            fixed: channel_ids(device, &fields),
             fields,
-            timestamp: fmt
-                .timestamp
-                .as_ref()
-                .map(|TimestampField { path, format }| (split_path(path), *format)),
+            timestamp: fmt.timestamp.as_ref().map(|t| Stamp {
+                path: split_path(&t.path),
+                format: t.format,
+                max_future_secs: t.max_future_secs,
+                max_age_hours: t.max_age_hours,
+            }),
             batch: fmt.batch.as_deref().map(split_path),
             delimiter: fmt.delimiter.clone(),
             sample_rate_hz: fmt.sample_rate_hz,
             format_scale: fmt.scale,
             device_level: fmt.device_level,
+            max_devices: fmt.max_devices,
             channel_level: fmt.channel_level,
             by_topic_value,
             max_payload_bytes: fmt.max_payload_bytes,
-            ids: HashMap::new(),
+            dynamic: HashMap::new(),
         })
     }
 
     /// Whether readings carry the payload's own timestamp (not the arrival time).
     pub fn has_timestamp(&self) -> bool {
         self.payload == PayloadFormat::Json && self.timestamp.is_some()
+    }
+
+    /// How many dynamic devices (`device_level` values) the decoder keeps state for;
+    /// at most `mqtt.max_devices`.
+    pub fn dynamic_devices(&self) -> usize {
+        self.dynamic.len()
     }
 
     /// Decodes one message that arrived at `arrival_us`.
@@ -149,18 +184,31 @@ impl Decoder {
             return out;
         }
         let level = |l: Option<usize>| l.map(|l| topic.split('/').nth(l));
-        // Which device the message belongs to.
-        let ids = match level(self.device_level) {
-            None => match self.ids.get(&self.device) {
-                Some(ids) => ids.clone(),
-                None => {
-                    let device = self.device.clone();
-                    self.ids_for(&device)
-                }
-            },
+        // Which device the message belongs to; `new` = a level value not yet
+        // admitted, which becomes a device if the message gives a reading.
+        let (ids, new) = match level(self.device_level) {
+            None => (self.fixed.clone(), None),
             Some(Some(v)) if crate::profiles::name_problem(v).is_none() => {
-                let device = format!("{}-{v}", self.device);
-                self.ids_for(&device)
+                match self.dynamic.get(v) {
+                    Some(ids) => (ids.clone(), None),
+                    None if self.dynamic.len() >= self.max_devices => {
+                        out.problems.push(problem(
+                            TOO_MANY_DEVICES,
+                            format!(
+                                "topic level {} ({v:?}) would be a new device, but this \
+                                 subscription has mqtt.max_devices = {} devices already; \
+                                 raise max_devices in the profile if there really are more",
+                                self.device_level.unwrap_or_default(),
+                                self.max_devices
+                            ),
+                        ));
+                        return out;
+                    }
+                    None => (
+                        channel_ids(&format!("{}-{v}", self.device), &self.fields),
+                        Some(v),
+                    ),
+                }
             }
             Some(v) => {
                 out.problems.push(problem(
@@ -206,23 +254,13 @@ impl Decoder {
                 self.raw(&ids, &selected, payload, arrival_us, &mut out)
             }
         }
+        // A value that only ever sends garbage takes no place.
+        if let Some(v) = new {
+            if !out.readings.is_empty() {
+                self.dynamic.insert(v.to_string(), ids);
+            }
+        }
         out
-    }
-
-    fn ids_for(&mut self, device: &str) -> Arc<[ChannelId]> {
-        if let Some(ids) = self.ids.get(device) {
-            return ids.clone();
-        }
-        if self.ids.len() >= CHANNEL_CACHE_MAX {
-            self.ids.clear();
-        }
-        let ids: Arc<[ChannelId]> = self
-            .fields
-            .iter()
-            .map(|f| ChannelId::new(device, &f.channel, f.sensor_type, &f.unit))
-            .collect();
-        self.ids.insert(device.to_string(), ids.clone());
-        ids
     }
 
     fn scalar(&self, i: usize, raw: f64, extra_scale: f64) -> Result<f64, Problem> {
@@ -393,13 +431,24 @@ impl Decoder {
         for el in elements {
             let ts = match &self.timestamp {
                 None => arrival,
-                Some((path, format)) => {
-                    match lookup(el, path)
-                        .or_else(|| lookup(&root, path))
-                        .ok_or_else(|| format!("no timestamp at {}", path.join(".")))
-                        .and_then(|v| timestamp_us(v, *format))
+                Some(stamp) => {
+                    match lookup(el, &stamp.path)
+                        .or_else(|| lookup(&root, &stamp.path))
+                        .ok_or_else(|| format!("no timestamp at {}", stamp.path.join(".")))
+                        .and_then(|v| timestamp_us(v, stamp.format))
                     {
-                        Ok(ts) => ts,
+                        Ok(ts) => match check_bounds(
+                            ts,
+                            arrival,
+                            stamp.max_future_secs,
+                            stamp.max_age_hours,
+                        ) {
+                            Ok(()) => ts,
+                            Err(e) => {
+                                out.problems.push(problem(TIMESTAMP_OUT_OF_BOUNDS, e));
+                                continue;
+                            }
+                        },
                         Err(e) => {
                             out.problems.push(problem("timestamp", e));
                             continue;
@@ -471,6 +520,74 @@ impl Decoder {
     }
 }
 
+/// The channel identities of `device`, one per field.
+fn channel_ids(device: &str, fields: &[Field]) -> Arc<[ChannelId]> {
+    fields
+        .iter()
+        .map(|f| ChannelId::new(device, &f.channel, f.sensor_type, &f.unit))
+        .collect()
+}
+
+/// Whether a payload timestamp `ts` is plausible against the gateway's clock at
+/// `arrival`: at most `max_future_secs` ahead and `max_age_hours` behind. The error
+/// says the timestamp, the bound and the setting that widens it.
+pub fn check_bounds(
+    ts: TimestampUs,
+    arrival: TimestampUs,
+    max_future_secs: u64,
+    max_age_hours: u64,
+) -> Result<(), String> {
+    // i128: the settings are u64 and may be huge; nothing overflows.
+    let ahead = i128::from(ts) - i128::from(arrival);
+    if ahead > i128::from(max_future_secs) * 1_000_000 {
+        return Err(format!(
+            "timestamp {} is {} ahead of the gateway's clock ({}); mqtt.timestamp.max_future_secs = {max_future_secs} \
+             accepts readings at most {max_future_secs} s ahead. Fix the device's clock, or raise max_future_secs in the profile",
+            show_time(ts),
+            show_span(ahead),
+            show_time(arrival)
+        ));
+    }
+    if -ahead > i128::from(max_age_hours) * 3_600_000_000 {
+        return Err(format!(
+            "timestamp {} is {} behind the gateway's clock ({}); mqtt.timestamp.max_age_hours = {max_age_hours} \
+             accepts readings at most {max_age_hours} h old. Fix the device's clock, or raise max_age_hours in the profile \
+             if it delivers backlogs that old",
+            show_time(ts),
+            show_span(-ahead),
+            show_time(arrival)
+        ));
+    }
+    Ok(())
+}
+
+/// µs since the epoch as RFC 3339 (or the number, outside the years 0..9999).
+fn show_time(us: TimestampUs) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{us} µs since 1970"))
+}
+
+/// A positive span of µs, in a unit a person reads at a glance.
+fn show_span(us: i128) -> String {
+    let s = us as f64 / 1e6;
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 2.0 * 86_400.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else if s < 2.0 * 365.25 * 86_400.0 {
+        format!("{:.1} days", s / 86_400.0)
+    } else {
+        format!("{:.0} years", s / (365.25 * 86_400.0))
+    }
+}
+
 fn lookup<'a>(v: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
     path.iter().try_fold(v, |v, key| match v {
         serde_json::Value::Object(m) => m.get(key),
@@ -525,7 +642,7 @@ pub fn timestamp_us(v: &serde_json::Value, format: TimestampFormat) -> Result<Ti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profiles::MqttField;
+    use crate::profiles::{MqttField, TimestampField};
 
     fn field(channel: &str, path: Option<&str>, column: Option<usize>) -> MqttField {
         MqttField {
@@ -549,8 +666,18 @@ mod tests {
             scale: 1.0,
             fields,
             device_level: None,
+            max_devices: 1000,
             channel_level: None,
             max_payload_bytes: 1000,
+        }
+    }
+
+    fn ts_field(path: &str, format: TimestampFormat) -> TimestampField {
+        TimestampField {
+            path: path.into(),
+            format,
+            max_future_secs: 300,
+            max_age_hours: 720,
         }
     }
 
@@ -586,15 +713,14 @@ mod tests {
         );
         f.fields[1].scale = 0.1;
         f.fields[1].offset = 1.0;
-        f.timestamp = Some(TimestampField {
-            path: "ts".into(),
-            format: TimestampFormat::Rfc3339,
-        });
+        f.timestamp = Some(ts_field("ts", TimestampFormat::Rfc3339));
         let mut d = dec(&f);
+        // Arrival: 13 s after the stamps.
+        let now = 1_795_615_400_000_000;
         let ok = d.decode(
             "t",
             br#"{"ts":"2026-11-25T14:03:07.5Z","vrms":2.31,"env":{"temp":417}}"#,
-            1,
+            now,
         );
         let ts = 1_795_615_387_500_000;
         assert_eq!(
@@ -604,18 +730,18 @@ mod tests {
         assert!(ok.problems.is_empty());
         assert_eq!(ok.readings[0].unit.as_ref(), "vrms-unit");
 
-        let partial = d.decode("t", br#"{"ts":"2026-11-25T14:03:07Z","vrms":"2.3"}"#, 1);
+        let partial = d.decode("t", br#"{"ts":"2026-11-25T14:03:07Z","vrms":"2.3"}"#, now);
         assert!(partial.readings.is_empty());
         assert_eq!(kinds(&partial), ["type", "missing_field"]);
-        assert_eq!(kinds(&d.decode("t", b"{\"vrms\":", 1)), ["json"]);
-        assert_eq!(kinds(&d.decode("t", b"{\"vrms\":NaN}", 1)), ["json"]);
-        assert_eq!(kinds(&d.decode("t", b"{\"vrms\":1e999}", 1)), ["json"]);
-        assert_eq!(kinds(&d.decode("t", b"", 1)), ["empty"]);
+        assert_eq!(kinds(&d.decode("t", b"{\"vrms\":", now)), ["json"]);
+        assert_eq!(kinds(&d.decode("t", b"{\"vrms\":NaN}", now)), ["json"]);
+        assert_eq!(kinds(&d.decode("t", b"{\"vrms\":1e999}", now)), ["json"]);
+        assert_eq!(kinds(&d.decode("t", b"", now)), ["empty"]);
         assert_eq!(
-            kinds(&d.decode("t", &[b' '; 1001], 1)),
+            kinds(&d.decode("t", &[b' '; 1001], now)),
             ["payload_too_large"]
         );
-        let bad_ts = d.decode("t", br#"{"ts":"yesterday","vrms":1,"env":{"temp":1}}"#, 1);
+        let bad_ts = d.decode("t", br#"{"ts":"yesterday","vrms":1,"env":{"temp":1}}"#, now);
         assert_eq!(kinds(&bad_ts), ["timestamp"]);
         assert!(bad_ts.readings.is_empty());
     }
@@ -624,15 +750,12 @@ mod tests {
     fn json_batch_with_unix_ms_and_root_fallback() {
         let mut f = fmt(PayloadFormat::Json, vec![field("v", Some("v"), None)]);
         f.batch = Some("data.readings".into());
-        f.timestamp = Some(TimestampField {
-            path: "t".into(),
-            format: TimestampFormat::UnixMs,
-        });
+        f.timestamp = Some(ts_field("t", TimestampFormat::UnixMs));
         let mut d = dec(&f);
         let out = d.decode(
             "t",
-            br#"{"t":1700000000000,"data":{"readings":[{"t":1700000000001,"v":1},{"v":2.5},{"t":1,"v":null}]}}"#,
-            9,
+            br#"{"t":1700000000000,"data":{"readings":[{"t":1700000000001,"v":1},{"v":2.5},{"t":1700000000002,"v":null}]}}"#,
+            1_700_000_060_000_000,
         );
         assert_eq!(
             scalars(&out),
@@ -781,5 +904,142 @@ mod tests {
         );
         assert_eq!(kinds(&d.decode("plant/m 7/temp", b"1", 1)), ["topic_level"]);
         assert_eq!(kinds(&d.decode("plant", b"1", 1)), ["topic_level"]);
+    }
+
+    /// 2026-12-06T05:00:00Z, the gateway's clock at arrival in the bounds tests.
+    const NOW: TimestampUs = 1_796_533_200_000_000;
+
+    fn stamped(ts: &str) -> Vec<u8> {
+        format!(r#"{{"ts":{ts},"v":1}}"#).into_bytes()
+    }
+
+    #[test]
+    fn timestamps_outside_the_bounds_are_refused() {
+        let mut f = fmt(PayloadFormat::Json, vec![field("v", Some("v"), None)]);
+        f.timestamp = Some(ts_field("ts", TimestampFormat::Rfc3339));
+        let mut d = dec(&f);
+        // Inside the default bounds: 299 s ahead, 719 h old, exactly on the bounds.
+        for (ts, us) in [
+            ("\"2026-12-06T05:04:59Z\"", NOW + 299_000_000),
+            ("\"2026-12-06T05:05:00Z\"", NOW + 300_000_000),
+            ("\"2026-11-06T06:00:00Z\"", NOW - 719 * 3_600_000_000),
+            ("\"2026-11-06T05:00:00Z\"", NOW - 720 * 3_600_000_000),
+        ] {
+            let out = d.decode("t", &stamped(ts), NOW);
+            assert_eq!(scalars(&out), [("dev.v".into(), us, 1.0)], "{ts}");
+        }
+        // Outside: a broken clock (years 9999, 0 and 1970), a few seconds too far.
+        for (ts, bound) in [
+            ("\"9999-12-31T23:59:59Z\"", "max_future_secs = 300"),
+            ("\"2026-12-06T05:05:01Z\"", "max_future_secs = 300"),
+            ("\"0000-01-01T00:00:00Z\"", "max_age_hours = 720"),
+            ("\"1970-01-01T00:00:00Z\"", "max_age_hours = 720"),
+            ("\"2026-11-06T04:59:59Z\"", "max_age_hours = 720"),
+        ] {
+            let out = d.decode("t", &stamped(ts), NOW);
+            assert!(out.readings.is_empty(), "{ts} accepted");
+            assert_eq!(kinds(&out), ["timestamp_out_of_bounds"], "{ts}");
+            let detail = &out.problems[0].detail;
+            // The log line says the timestamp, the bound and the setting.
+            assert!(detail.contains(ts.trim_matches('"')), "{detail}");
+            assert!(
+                detail.contains(&format!("mqtt.timestamp.{bound}")),
+                "{detail}"
+            );
+        }
+        // Unix formats, and bounds from the profile.
+        let mut f = fmt(PayloadFormat::Json, vec![field("v", Some("v"), None)]);
+        let mut t = ts_field("ts", TimestampFormat::UnixS);
+        t.max_future_secs = 10;
+        t.max_age_hours = 1;
+        f.timestamp = Some(t);
+        let mut d = dec(&f);
+        let now_s = NOW / 1_000_000;
+        for (ts, ok) in [
+            (now_s + 10, true),
+            (now_s + 11, false),
+            (now_s - 3600, true),
+            (now_s - 3601, false),
+            (0, false),
+            (253_402_300_799, false),
+        ] {
+            let out = d.decode("t", &stamped(&ts.to_string()), NOW);
+            assert_eq!(out.readings.len(), usize::from(ok), "{ts}");
+            assert_eq!(out.problems.is_empty(), ok, "{ts}: {:?}", out.problems);
+        }
+    }
+
+    #[test]
+    fn a_batch_keeps_its_good_elements_and_huge_bounds_do_not_overflow() {
+        let mut f = fmt(PayloadFormat::Json, vec![field("v", Some("v"), None)]);
+        f.batch = Some("r".into());
+        f.timestamp = Some(ts_field("t", TimestampFormat::UnixUs));
+        let mut d = dec(&f);
+        let payload = format!(
+            r#"{{"r":[{{"t":{},"v":1}},{{"t":1,"v":2}},{{"t":{},"v":3}}]}}"#,
+            NOW - 1,
+            NOW + 3_600_000_000
+        );
+        let out = d.decode("t", payload.as_bytes(), NOW);
+        assert_eq!(scalars(&out), [("dev.v".into(), NOW - 1, 1.0)]);
+        assert_eq!(
+            kinds(&out),
+            ["timestamp_out_of_bounds", "timestamp_out_of_bounds"]
+        );
+
+        let mut t = ts_field("t", TimestampFormat::UnixUs);
+        t.max_future_secs = u64::MAX;
+        t.max_age_hours = u64::MAX;
+        f.timestamp = Some(t);
+        let mut d = dec(&f);
+        let out = d.decode("t", payload.as_bytes(), NOW);
+        assert_eq!(out.readings.len(), 3);
+    }
+
+    #[test]
+    fn readings_stamped_on_arrival_are_not_bounded() {
+        let mut f = fmt(PayloadFormat::Json, vec![field("v", Some("v"), None)]);
+        f.batch = None;
+        let mut d = dec(&f);
+        // Whatever the arrival clock says is the reading's time.
+        assert_eq!(
+            scalars(&d.decode("t", br#"{"v":1}"#, 1)),
+            [("dev.v".into(), 1, 1.0)]
+        );
+        let mut d = dec(&fmt(PayloadFormat::Number, vec![field("v", None, None)]));
+        assert_eq!(
+            scalars(&d.decode("t", b"2", NOW)),
+            [("dev.v".into(), NOW, 2.0)]
+        );
+    }
+
+    #[test]
+    fn dynamic_devices_are_capped_and_a_refused_id_leaves_no_state() {
+        let mut f = fmt(PayloadFormat::Number, vec![field("t", None, None)]);
+        f.topic = "plant/+/t".into();
+        f.device_level = Some(1);
+        f.max_devices = 5;
+        let mut d = dec(&f);
+        // Malformed messages from a new id do not take a place.
+        assert_eq!(kinds(&d.decode("plant/bad/t", b"x", 1)), ["number"]);
+        assert_eq!(d.dynamic_devices(), 0);
+        for i in 0..10_000 {
+            let out = d.decode(&format!("plant/n{i}/t"), b"1", 1);
+            if i < 5 {
+                assert_eq!(scalars(&out), [(format!("dev-n{i}.t"), 1, 1.0)]);
+            } else {
+                assert!(out.readings.is_empty(), "n{i} accepted");
+                assert_eq!(kinds(&out), ["too_many_devices"], "n{i}");
+            }
+        }
+        assert_eq!(d.dynamic_devices(), 5);
+        let detail = &d.decode("plant/n9/t", b"1", 1).problems[0].detail;
+        assert!(detail.contains("mqtt.max_devices = 5"), "{detail}");
+        // Known devices carry on; the bad id still does not count.
+        assert_eq!(
+            scalars(&d.decode("plant/n4/t", b"2", 2)),
+            [("dev-n4.t".into(), 2, 2.0)]
+        );
+        assert_eq!(d.dynamic_devices(), 5);
     }
 }

@@ -18,7 +18,12 @@
 //!   (at-least-once: duplicates, never loss).
 //! - A message that yields no readings (malformed, unknown topic) is counted per
 //!   device and per topic, logged once per kind and topic, and acknowledged in turn:
-//!   otherwise the broker would redeliver it forever.
+//!   otherwise the broker would redeliver it forever. So is a reading whose payload
+//!   timestamp is implausible (`timestamp_out_of_bounds`, see [`decode`]).
+//! - With `device_level`, each new level value becomes a device until the route has
+//!   `mqtt.max_devices` of them; messages for further values are counted as
+//!   `too_many_devices` under the route's topic filter (not their own topic, so that
+//!   a flood of invented ids grows no counter) and acknowledged unused.
 //! - Retained messages are used only when the profile gives a timestamp field;
 //!   without one, a retained message is an old value that would get the arrival time,
 //!   so it is counted as `retained` and acknowledged unused.
@@ -81,6 +86,10 @@ const PROBLEM_LOG_EVERY: Duration = Duration::from_secs(300);
 const LOG_BYTES: usize = 80;
 /// Most topics with their own error counters; the rest count under `(other topics)`.
 const MAX_TOPICS: usize = 1024;
+/// Longest topic kept as a key of the error counters and the log limiter (MQTT
+/// allows 64 KiB): longer ones count under the route's filter or `(other topics)`,
+/// so that a bounded number of keys is a bounded number of bytes too.
+const MAX_TOPIC_KEY_BYTES: usize = 256;
 
 /// Errors at the boundary of the MQTT source (set-up problems; connection faults
 /// are retried, not returned).
@@ -105,7 +114,8 @@ pub enum MqttError {
 }
 
 /// Error counters per topic and kind (the per-device ones are in `DeviceStats`):
-/// where exactly a malformed payload came from. Bounded to [`MAX_TOPICS`] topics.
+/// where exactly a malformed payload came from. Bounded to [`MAX_TOPICS`] topics of
+/// at most [`MAX_TOPIC_KEY_BYTES`].
 #[derive(Debug, Default)]
 pub struct TopicErrors {
     counts: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
@@ -117,7 +127,9 @@ impl TopicErrors {
 
     pub fn count(&self, topic: &str, kind: &'static str) {
         if let Ok(mut m) = self.counts.lock() {
-            let key = if m.contains_key(topic) || m.len() < MAX_TOPICS {
+            let key = if topic.len() <= MAX_TOPIC_KEY_BYTES
+                && (m.contains_key(topic) || m.len() < MAX_TOPICS)
+            {
                 topic
             } else {
                 Self::OTHER
@@ -215,23 +227,7 @@ pub async fn run_mqtt_with_topic_errors(
         "Starting MQTT source"
     );
     let (client, eventloop) = AsyncClient::new(options, MAX_PENDING + 64);
-    let filters = route::filters(&routes);
-    let mut conn = Conn {
-        broker: broker_name,
-        client,
-        routes,
-        filters,
-        topic_errors,
-        pending: VecDeque::new(),
-        outq: VecDeque::new(),
-        subscribed_once: false,
-        backoff: Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX),
-        next_delay: None,
-        draining: false,
-        connected_at: None,
-        problem_logs: LogLimiter::new(PROBLEM_LOG_EVERY, 4096),
-        conn_logs: LogLimiter::new(Duration::from_secs(60), 16),
-    };
+    let mut conn = Conn::new(broker_name, client, routes, topic_errors);
     conn.run(eventloop, tx, cancel).await;
 }
 
@@ -370,6 +366,31 @@ async fn front_stored(pending: &mut VecDeque<Pending>) -> Result<(), oneshot::er
 }
 
 impl Conn {
+    fn new(
+        broker: String,
+        client: AsyncClient,
+        routes: Vec<Route>,
+        topic_errors: Arc<TopicErrors>,
+    ) -> Conn {
+        let filters = route::filters(&routes);
+        Conn {
+            broker,
+            client,
+            routes,
+            filters,
+            topic_errors,
+            pending: VecDeque::new(),
+            outq: VecDeque::new(),
+            subscribed_once: false,
+            backoff: Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX),
+            next_delay: None,
+            draining: false,
+            connected_at: None,
+            problem_logs: LogLimiter::new(PROBLEM_LOG_EVERY, 4096),
+            conn_logs: LogLimiter::new(Duration::from_secs(60), 16),
+        }
+    }
+
     async fn run(
         &mut self,
         eventloop: EventLoop,
@@ -600,10 +621,12 @@ impl Conn {
         }
         if !matched {
             self.topic_errors.count(&p.topic, "unrouted");
-            if let Some(n) = self
-                .problem_logs
-                .allow((p.topic.clone(), "unrouted"), Instant::now())
-            {
+            let key = if p.topic.len() <= MAX_TOPIC_KEY_BYTES {
+                p.topic.clone()
+            } else {
+                TopicErrors::OTHER.to_string()
+            };
+            if let Some(n) = self.problem_logs.allow((key, "unrouted"), Instant::now()) {
                 warn!(broker = %self.broker, topic = %p.topic, suppressed = n, "MQTT message on a topic no device reads (a subscription left in the persistent session by an older config?); acknowledged and dropped");
             }
         }
@@ -697,6 +720,12 @@ impl Conn {
 
 /// Counts a problem for the device and the topic; logs it once per kind and topic
 /// (then at most every [`PROBLEM_LOG_EVERY`]).
+///
+/// A message refused for its device level (a value that is no valid name, or one
+/// device too many) is counted and rate-limited under the route's topic filter
+/// instead: its topic names a device that does not exist, and publishers inventing
+/// new ones must not grow the counters either. So is one on a topic longer than
+/// [`MAX_TOPIC_KEY_BYTES`].
 fn count(
     topic_errors: &TopicErrors,
     logs: &mut LogLimiter<(String, &'static str)>,
@@ -706,17 +735,136 @@ fn count(
     problem: &Problem,
 ) {
     route.device.stats.error(problem.kind);
-    topic_errors.count(&p.topic, problem.kind);
-    if let Some(n) = logs.allow((p.topic.clone(), problem.kind), Instant::now()) {
+    let refused_device = matches!(problem.kind, decode::TOO_MANY_DEVICES | "topic_level");
+    let key = if refused_device || p.topic.len() > MAX_TOPIC_KEY_BYTES {
+        &route.filter
+    } else {
+        &p.topic
+    };
+    topic_errors.count(key, problem.kind);
+    if let Some(n) = logs.allow((key.clone(), problem.kind), Instant::now()) {
+        let what = match problem.kind {
+            decode::TIMESTAMP_OUT_OF_BOUNDS => "MQTT reading refused: its timestamp is implausible",
+            decode::TOO_MANY_DEVICES => {
+                "MQTT message refused: its topic names one device too many for this subscription"
+            }
+            _ => "Malformed MQTT message",
+        };
         warn!(
             broker = %broker,
             device = %route.device.config.id,
             topic = %p.topic,
+            filter = %route.filter,
             kind = problem.kind,
             problem = %problem.detail,
             payload = %escape_bytes(&p.payload, LOG_BYTES),
             suppressed = n,
-            "Malformed MQTT message"
+            "{what}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profiles::{LoadedProfile, Profile};
+    use crate::sources::DeviceStats;
+
+    const PROFILE: &str = r#"
+vendor = "T"
+model = "M"
+[channels.t]
+sensor_type = "temperature"
+unit = "°C"
+[mqtt]
+topic = "site/+/+/t"
+payload = "number"
+device_level = 2
+max_devices = 5
+[[mqtt.fields]]
+channel = "t"
+"#;
+
+    fn conn(filter: &str) -> Conn {
+        let profile: Profile = toml::from_str(PROFILE).unwrap();
+        let config = toml::from_str(&format!(
+            "id = \"base\"\nprofile = \"p\"\n[mqtt]\nbroker = \"b\"\ntopic = \"{filter}\"\n"
+        ))
+        .unwrap();
+        let device = DeviceSpec {
+            config,
+            profile: Arc::new(LoadedProfile {
+                name: "p".into(),
+                path: "p.toml".into(),
+                profile,
+            }),
+            stats: Arc::new(DeviceStats::default()),
+        };
+        let route = route_for(device).unwrap();
+        // Never connected: on_publish does not need the broker.
+        let (client, _eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("t", "x", 1), 8);
+        Conn::new("b".into(), client, vec![route], Arc::default())
+    }
+
+    #[test]
+    fn state_stays_bounded_under_a_flood_of_node_ids() {
+        let filter = "site/+/+/t";
+        let mut c = conn(filter);
+        let n = 20_000;
+        for i in 0..n {
+            let topic = format!("site/b{}/n{i}/t", i % 3);
+            c.on_publish(Publish::new(topic, QoS::AtMostOnce, "1.5"));
+            // The pipeline takes every batch.
+            c.outq.clear();
+        }
+        let r = &c.routes[0];
+        assert_eq!(r.decoder.dynamic_devices(), 5);
+        assert_eq!(r.device.stats.error_count("too_many_devices"), n - 5);
+        assert_eq!(r.device.stats.readings.load(Relaxed), 5);
+        // Refused messages are counted under the subscription's filter, once.
+        assert_eq!(
+            c.topic_errors.snapshot(),
+            [(filter.to_string(), "too_many_devices", n - 5)]
+        );
+        assert!(c.pending.is_empty());
+
+        // Level values that are no device name, and malformed payloads on huge
+        // topics of known devices: counted under the filter as well.
+        let long = "x".repeat(60_000);
+        for i in 0..1000 {
+            c.on_publish(Publish::new(
+                format!("site/b/{long}{i}/t"),
+                QoS::AtMostOnce,
+                "1",
+            ));
+            c.on_publish(Publish::new(
+                format!("site/{long}{i}/n0/t"),
+                QoS::AtMostOnce,
+                "bad",
+            ));
+        }
+        assert_eq!(
+            c.topic_errors.snapshot(),
+            [
+                (filter.to_string(), "number", 1000),
+                (filter.to_string(), "too_many_devices", n - 5),
+                (filter.to_string(), "topic_level", 1000),
+            ]
+        );
+        assert!(c.outq.is_empty());
+    }
+
+    #[test]
+    fn topic_error_keys_are_bounded_in_number_and_length() {
+        let t = TopicErrors::default();
+        for i in 0..2 * MAX_TOPICS {
+            t.count(&format!("a/{i}"), "json");
+        }
+        t.count(&"y".repeat(MAX_TOPIC_KEY_BYTES + 1), "json");
+        t.count("a/0", "json");
+        let snap = t.snapshot();
+        assert_eq!(snap.len(), MAX_TOPICS + 1);
+        assert_eq!(t.get("a/0", "json"), 2);
+        assert_eq!(t.get(TopicErrors::OTHER, "json"), MAX_TOPICS as u64 + 1);
     }
 }
