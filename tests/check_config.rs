@@ -310,14 +310,18 @@ fn secrets_are_never_inline() {
 #[test]
 fn upstream_settings_are_checked() {
     let c = format!(
-        "{BASE}\n[upstreams.redis]\nurl = \"rediss://cache.example.com\"\n\n\
+        "{BASE}\n[upstreams.redis]\nurl = \"http://cache.example.com\"\n\n\
          [upstreams.http]\nurl = \"https://ingest.example.com\"\napi_key = {{ env = \"K\" }}\n\
          rate_per_s = 0.0\n"
     );
     let r = Setup::new(&c).check();
     assert_eq!(r.errors(), 2, "{:#?}", r.diags);
     for (field, needle, words) in [
-        ("upstreams.redis.url", "rediss://", &["redis://"][..]),
+        (
+            "upstreams.redis.url",
+            "http://cache",
+            &["redis://", "rediss://"][..],
+        ),
         (
             "upstreams.http.rate_per_s",
             "rate_per_s",

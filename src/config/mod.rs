@@ -1,6 +1,8 @@
 //! The gateway config (`/etc/edgegw/edgegw.toml`): serde structs, loading with
-//! figment (the TOML file, then `EDGEGW_` environment overrides with `__` between
-//! nested keys), and validation that reports every problem with file:line:column.
+//! figment (the TOML file, then environment overrides `EDGEGW_<SECTION>__<KEY>`, with
+//! `__` between nested keys; an `EDGEGW_` variable without `__`, or one the file names
+//! as a secret, is no override), and validation that reports every problem with
+//! file:line:column.
 //!
 //! `config/edgegw.toml` in the repository documents every option; keep it in step.
 
@@ -65,7 +67,8 @@ pub struct GatewaySection {
     /// Free text: plant, hall, line. Sent upstream as metadata.
     #[serde(default)]
     pub site: String,
-    /// Where the outbox and model cache live (systemd `StateDirectory=`).
+    /// Where the outbox and model cache live (systemd `StateDirectory=`). A relative
+    /// path is relative to the config file (made absolute when the config is loaded).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Directory of hardware profiles. A relative path is relative to the config file.
@@ -330,7 +333,8 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelsConfig {
-    /// Where synced model bundles are cached; default `<state_dir>/models`.
+    /// Where synced model bundles are cached; default `<state_dir>/models`. A
+    /// relative path is relative to the config file.
     pub cache_dir: Option<PathBuf>,
     /// Where the cloud team publishes bundles. Absent: no sync; the cached bundles
     /// (if any) and the built-in defaults are used.
@@ -407,6 +411,16 @@ impl ModelsConfig {
         if c.profile.is_some() && c.file.is_none() {
             problems.push(format!("{p}.credentials.profile: only used with `file`"));
         }
+        if s3.ca_file.is_some() && !s3.endpoint.starts_with("https://") {
+            problems.push(format!(
+                "{p}.ca_file: set, but the endpoint is not https://, so no TLS is used"
+            ));
+        }
+        upstreams::pem_file_problem(
+            &format!("{p}.ca_file"),
+            s3.ca_file.as_deref(),
+            &mut problems,
+        );
         problems
     }
 }
@@ -447,6 +461,10 @@ pub struct ModelsS3Config {
     /// A bundle (model.onnx) larger than this is refused while downloading.
     #[serde(default = "default_max_bundle_mb")]
     pub max_bundle_mb: u64,
+    /// CA certificate (PEM) that signed an https endpoint's certificate (a plant's
+    /// own MinIO or Garage); then only this CA is trusted. Default: the system's
+    /// trusted roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_models_prefix() -> String {

@@ -1,6 +1,9 @@
 //! Secrets (passwords, API keys, S3 keys) are never written in the TOML itself: the
 //! TOML names where to find them — an environment variable, a file, or a systemd
 //! credential (`LoadCredential=` puts it under `$CREDENTIALS_DIRECTORY`).
+//!
+//! An environment variable named as a secret is never taken for a config override,
+//! even with the `EDGEGW_` prefix (`{ env = "EDGEGW_REDIS_PASSWORD" }` is fine).
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;

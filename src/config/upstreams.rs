@@ -9,7 +9,7 @@
 
 use super::SecretRef;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn yes() -> bool {
     true
@@ -102,15 +102,56 @@ impl UpstreamsConfig {
                     t.url
                 ));
             }
+            match t.connection_url() {
+                Err(e) => out.push(format!("upstreams.timescale.url: {e}")),
+                Ok((_, false)) if t.ca_file.is_some() => out.push(
+                    "upstreams.timescale.ca_file: set, but the URL does not ask for TLS; add ?sslmode=verify-full (without it the connection is plain TCP)".into(),
+                ),
+                Ok(_) => {}
+            }
+            pem_file_problem(
+                "upstreams.timescale.ca_file",
+                t.ca_file.as_deref(),
+                &mut out,
+            );
         }
         if let Some(r) = &self.redis {
             r.delivery().validate("redis", &mut out);
-            if !r.url.starts_with("redis://") {
+            let tls = r.url.starts_with("rediss://");
+            if !(tls || r.url.starts_with("redis://")) {
                 out.push(format!(
-                    "upstreams.redis.url: must start with redis:// (TLS to Redis is not supported by this build), not {:?}",
+                    "upstreams.redis.url: must start with redis:// (plain TCP) or rediss:// (TLS), not {:?}",
                     r.url
                 ));
             }
+            if r.url.contains('#') {
+                out.push("upstreams.redis.url: a URL fragment (such as #insecure) is not accepted: the server certificate is always verified; give its CA in ca_file".into());
+            }
+            if !tls {
+                for (field, set) in [
+                    ("ca_file", r.ca_file.is_some()),
+                    ("cert_file", r.cert_file.is_some()),
+                    ("key_file", r.key_file.is_some()),
+                ] {
+                    if set {
+                        out.push(format!(
+                            "upstreams.redis.{field}: set, but the URL is not rediss://, so no TLS is used"
+                        ));
+                    }
+                }
+            }
+            if r.cert_file.is_some() != r.key_file.is_some() {
+                out.push(
+                    "upstreams.redis.cert_file: mutual TLS needs both cert_file and key_file"
+                        .into(),
+                );
+            }
+            pem_file_problem("upstreams.redis.ca_file", r.ca_file.as_deref(), &mut out);
+            pem_file_problem(
+                "upstreams.redis.cert_file",
+                r.cert_file.as_deref(),
+                &mut out,
+            );
             if r.stream_maxlen == 0 {
                 out.push("upstreams.redis.stream_maxlen: must be at least 1".into());
             }
@@ -126,6 +167,13 @@ impl UpstreamsConfig {
                     h.url
                 ));
             }
+            if h.ca_file.is_some() && !h.url.starts_with("https://") {
+                out.push(
+                    "upstreams.http.ca_file: set, but the URL is not https://, so no TLS is used"
+                        .into(),
+                );
+            }
+            pem_file_problem("upstreams.http.ca_file", h.ca_file.as_deref(), &mut out);
             if !(h.rate_per_s > 0.0 && h.rate_per_s <= 10_000.0) {
                 out.push(format!(
                     "upstreams.http.rate_per_s: must be above 0 and at most 10000 (the cloud takes about 100/s in total), not {}",
@@ -164,6 +212,17 @@ impl UpstreamsConfig {
             }
         }
         out
+    }
+}
+
+/// A problem with a PEM certificate file (CA or client certificate) named by `field`:
+/// unreadable, not PEM, or without a certificate. `edgegw check` reports it at the
+/// field's line, so a wrong path is found before the first connection fails.
+pub(crate) fn pem_file_problem(field: &str, path: Option<&Path>, out: &mut Vec<String>) {
+    if let Some(path) = path {
+        if let Err(e) = crate::upstream::tls::read_pem_certificates(path) {
+            out.push(format!("{field}: {}: {e}", path.display()));
+        }
     }
 }
 
@@ -226,13 +285,14 @@ pub struct TimescaleUpstream {
     /// A disabled upstream gets no cursor and holds nothing back.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// `postgres://user@host:5432/db` without the password. `?sslmode=require` turns
-    /// TLS on (rustls; the server certificate is always verified).
+    /// `postgres://user@host:5432/db` without the password. `?sslmode=verify-full`
+    /// turns TLS on (rustls; the certificate and the host name are always verified,
+    /// so `require` means the same); other modes are plain TCP.
     pub url: String,
     /// Password from the environment, a file or a systemd credential.
     pub password: Option<SecretRef>,
     /// CA certificate (PEM) that signed the server's certificate; default: the
-    /// system's trusted roots.
+    /// system's trusted roots. Only with `sslmode=verify-full` (or `require`).
     pub ca_file: Option<PathBuf>,
     /// Most records per batch (one transaction, one pipeline, one burst).
     #[serde(default = "timescale_batch_max_records")]
@@ -275,6 +335,40 @@ pub struct TimescaleUpstream {
 }
 
 impl TimescaleUpstream {
+    /// The URL as tokio-postgres takes it (without `sslmode`, since it does not parse
+    /// libpq's `allow`, `verify-ca` or `verify-full`) and whether `sslmode` asks for
+    /// TLS: `verify-full`, or `require` (the same here: the certificate and the host
+    /// name are always verified). `disable`, `allow`, `prefer` (libpq's default) or
+    /// none: plain TCP, since a TLS connection that skips verification is not
+    /// offered. `verify-ca` is refused: the host name is always checked as well.
+    pub fn connection_url(&self) -> Result<(String, bool), String> {
+        let (base, query) = match self.url.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => return Ok((self.url.clone(), false)),
+        };
+        let mut tls = false;
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("sslmode", mode)) => {
+                    tls = match mode {
+                        "disable" | "allow" | "prefer" => false,
+                        "require" | "verify-full" => true,
+                        "verify-ca" => return Err("sslmode=verify-ca is not offered: the gateway always checks the host name as well; use sslmode=verify-full".into()),
+                        other => return Err(format!("sslmode={other} is not a PostgreSQL SSL mode; use verify-full (TLS) or disable")),
+                    }
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        Ok((url, tls))
+    }
+
     /// The delivery knobs as the forwarder uses them.
     pub fn delivery(&self) -> Delivery {
         Delivery {
@@ -299,10 +393,20 @@ pub struct RedisUpstream {
     /// A disabled upstream gets no cursor and holds nothing back.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// `redis://host:6379/0` without the password.
+    /// `redis://host:6379/0` (plain TCP) or `rediss://host:6380/0` (TLS; the
+    /// certificate and the host name are always verified), without the password.
     pub url: String,
     /// Password (Redis AUTH) from the environment, a file or a systemd credential.
     pub password: Option<SecretRef>,
+    /// CA certificate (PEM) that signed the server's certificate, for `rediss://`;
+    /// default: the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (Redis' `tls-auth-clients`), with
+    /// `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS, from a file, the environment or a systemd
+    /// credential (it is a secret).
+    pub key_file: Option<SecretRef>,
     /// Key prefix for everything the gateway writes (streams, hashes, channels), so
     /// several systems can share one Redis.
     #[serde(default = "default_redis_prefix")]
@@ -615,5 +719,54 @@ mod tests {
         let unknown =
             toml::from_str::<UpstreamsConfig>("[redis]\nurl = \"redis://x\"\nbatch = 1\n");
         assert!(unknown.is_err());
+    }
+
+    fn problems(toml_text: &str) -> Vec<String> {
+        toml::from_str::<UpstreamsConfig>(toml_text)
+            .unwrap()
+            .validate()
+    }
+
+    #[test]
+    fn tls_options_that_would_not_be_used_or_not_verify_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        // Any certificate will do for the file check.
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUS7oTt1yqHb4Vq4ZF1lD8w2hG0o8wCgYIKoZIzj0EAwIw\n-----END CERTIFICATE-----\n";
+        std::fs::write(&ca, pem).unwrap();
+        let ca = format!("{:?}", ca.display().to_string());
+
+        // Verified TLS: nothing to say.
+        assert_eq!(
+            problems(&format!(
+                "[timescale]\nurl = \"postgres://u@db/x?sslmode=verify-full\"\nca_file = {ca}\n\
+                 [redis]\nurl = \"rediss://r:6380/0\"\nca_file = {ca}\n\
+                 [http]\nurl = \"https://i\"\napi_key = {{ env = \"K\" }}\nca_file = {ca}\n"
+            )),
+            Vec::<String>::new()
+        );
+        let p = problems(&format!(
+            "[timescale]\nurl = \"postgres://u@db/x?sslmode=prefer\"\nca_file = {ca}\n\
+             [redis]\nurl = \"redis://r:6379/0\"\nca_file = {ca}\n\
+             [http]\nurl = \"http://i\"\napi_key = {{ env = \"K\" }}\nca_file = {ca}\n"
+        ));
+        for field in [
+            "upstreams.timescale.ca_file: set, but the URL does not ask for TLS",
+            "upstreams.redis.ca_file: set, but the URL is not rediss://",
+            "upstreams.http.ca_file: set, but the URL is not https://",
+        ] {
+            assert!(p.iter().any(|x| x.starts_with(field)), "{field} in {p:#?}");
+        }
+        let p = problems(
+            "[timescale]\nurl = \"postgres://u@db/x?sslmode=verify-ca\"\n\
+             [redis]\nurl = \"rediss://r:6380/0#insecure\"\nkey_file = { env = \"K\" }\n",
+        );
+        for field in [
+            "upstreams.timescale.url: sslmode=verify-ca is not offered",
+            "upstreams.redis.url: a URL fragment (such as #insecure) is not accepted",
+            "upstreams.redis.cert_file: mutual TLS needs both",
+        ] {
+            assert!(p.iter().any(|x| x.starts_with(field)), "{field} in {p:#?}");
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! of single objects on any S3-compatible server.
 //!
 //! Requests are signed with AWS Signature V4 by `rusty-s3` (query-string signing,
-//! sans-IO, RustCrypto HMAC) and sent with reqwest over rustls with the ring provider.
+//! sans-IO, RustCrypto HMAC) and sent with reqwest over rustls with the ring provider;
+//! with `ca_file`, the TLS config comes from the program's one builder
+//! (`upstream::tls`) and trusts only that CA.
 //! Path-style (`endpoint/bucket/key`) and virtual-host style (`bucket.endpoint/key`)
 //! both work; the region only enters the signature.
 //!
@@ -147,7 +149,15 @@ impl S3Client {
         // process default. Installing twice is harmless (the first one stays).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &config.ca_file {
+            // A private CA: the program's one TLS builder, trusting only this CA
+            // (host name verified as always).
+            let tls = crate::upstream::tls::client_config(Some(ca))
+                .map_err(|e| endpoint_err(e.to_string()))?;
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("edgegw/", env!("CARGO_PKG_VERSION")))
@@ -454,6 +464,7 @@ mod tests {
             interval_secs: 3600,
             timeout_secs: 5,
             max_bundle_mb: 1,
+            ca_file: None,
         }
     }
 

@@ -122,19 +122,17 @@ pub async fn check(config: &GatewayConfig, out: &mut dyn Write) -> Result<bool, 
         }
     }
     if let Some(cfg) = &u.redis {
+        // The sink's own connect: rediss:// (TLS, ca_file) and AUTH as it runs.
         let res = async {
-            let client = redis::Client::open(cfg.url.as_str())?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            if let Some(s) = &cfg.password {
-                let pw = s.resolve().map_err(|e| {
-                    redis::RedisError::from((redis::ErrorKind::Client, "password", e.to_string()))
-                })?;
-                redis::cmd("AUTH")
-                    .arg(pw)
-                    .query_async::<()>(&mut conn)
-                    .await?;
-            }
-            redis::cmd("PING").query_async::<String>(&mut conn).await
+            let mut conn = super::redis::connect(cfg).await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|e| super::UpstreamError::Write {
+                    upstream: "redis",
+                    target: cfg.url.clone(),
+                    detail: e.to_string(),
+                })
         };
         match tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), res).await {
             Ok(Ok(_)) => writeln!(out, "redis: {}: PING OK", cfg.url)?,

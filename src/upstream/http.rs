@@ -102,7 +102,7 @@ impl HttpSink {
         }
         if self.client.is_none() {
             let tls = super::tls::client_config(self.cfg.ca_file.as_deref())
-                .map_err(|e| self.config_error(e))?;
+                .map_err(|e| self.config_error(e.to_string()))?;
             let client = reqwest::Client::builder()
                 .tls_backend_preconfigured(tls)
                 .timeout(Duration::from_millis(self.cfg.timeout_ms.max(100)))
@@ -165,7 +165,9 @@ async fn post(
     let resp = match res {
         Ok(r) => r,
         Err(e) if e.is_timeout() => return Answer::Retry(format!("{endpoint}: timed out")),
-        Err(e) => return Answer::Retry(format!("{endpoint}: {e}")),
+        // With its causes: a refused certificate says why (unknown issuer, not valid
+        // for this name).
+        Err(e) => return Answer::Retry(format!("{endpoint}: {}", error_chain(&e.without_url()))),
     };
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
@@ -177,6 +179,21 @@ async fn post(
         400..=499 => Answer::Rejected(format!("HTTP {status}: {body}"), false),
         _ => Answer::Retry(format!("{endpoint}: HTTP {status}: {body}")),
     }
+}
+
+/// An error with its causes, each once.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
 }
 
 impl Sink for HttpSink {

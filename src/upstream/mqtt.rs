@@ -119,7 +119,7 @@ impl MqttSink {
             o.set_credentials(user, pw);
         }
         if let Some(tls) = &self.broker.tls {
-            let c = super::tls::from_tls_section(tls).map_err(cfg_err)?;
+            let c = super::tls::from_tls_section(tls).map_err(|e| cfg_err(e.to_string()))?;
             o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
                 Arc::new(c),
             )));

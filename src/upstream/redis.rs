@@ -5,6 +5,8 @@
 //! Idempotent by construction: an alert is written by one Lua script that first adds
 //! its record key to a sorted set of recently sent keys (`ZADD NX`) and does nothing
 //! when the key was already there; a latest-value hash only moves forward in time.
+//! `rediss://` is TLS from [`super::tls`] (verified, host name included); the redis
+//! crate itself is built without TLS and runs on the stream we hand it.
 //! Must not: rely on Redis persistence for anything the database path must keep.
 
 use super::map;
@@ -13,6 +15,9 @@ use crate::config::RedisUpstream;
 use crate::record::{format_rfc3339, now_us, Record, StoredRecord};
 use redis::aio::MultiplexedConnection;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// KEYS: seen-set, stream. ARGV: record key, now ms, window ms, maxlen, channel,
 /// payload, then the stream entry's field/value pairs.
@@ -33,6 +38,80 @@ if cur >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'ts_us', ARGV[1], unpack(ARGV, 2))
 return 1
 ";
+
+/// Opens a connection as the section says: plain TCP for `redis://`; for `rediss://`
+/// TLS from the program's one TLS builder (ring, `ca_file` or the system roots, host
+/// name verified, optional client certificate), on which the redis crate's
+/// multiplexed connection then runs. Then AUTH with the password secret. Used by the
+/// sink and by `edgegw upstream check`.
+pub async fn connect(cfg: &RedisUpstream) -> Result<MultiplexedConnection, UpstreamError> {
+    let fail = |detail: String| UpstreamError::Connect {
+        upstream: "redis",
+        target: cfg.url.clone(),
+        detail,
+    };
+    let config_err = |detail: String| UpstreamError::Config {
+        upstream: "redis",
+        detail,
+    };
+    let mut conn = match cfg.url.strip_prefix("rediss://") {
+        None => {
+            let client = redis::Client::open(cfg.url.as_str())
+                .map_err(|e| config_err(format!("url {}: {e}", cfg.url)))?;
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| fail(e.to_string()))?
+        }
+        Some(rest) => {
+            // The redis crate is built without TLS: it parses the address as plain
+            // and gets the stream already wrapped.
+            let info = redis::IntoConnectionInfo::into_connection_info(format!("redis://{rest}"))
+                .map_err(|e| config_err(format!("url {}: {e}", cfg.url)))?;
+            let (host, port) = match info.addr() {
+                redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+                _ => return Err(config_err(format!("url {}: not a TCP address", cfg.url))),
+            };
+            let tls = super::tls::client_config_with(
+                cfg.ca_file.as_deref(),
+                cfg.cert_file.as_deref(),
+                cfg.key_file.as_ref(),
+            )
+            .map_err(|e| config_err(e.to_string()))?;
+            let limit = Duration::from_millis(cfg.timeout_ms.max(100));
+            let stream = tokio::time::timeout(limit, async {
+                let tcp = TcpStream::connect((host.as_str(), port))
+                    .await
+                    .map_err(|e| format!("{host}:{port}: {e}"))?;
+                let _ = tcp.set_nodelay(true);
+                super::tls::connect(Arc::new(tls), &host, tcp).await
+            })
+            .await
+            .map_err(|_| fail(format!("no TLS connection within {} ms", limit.as_millis())))?
+            .map_err(fail)?;
+            let (conn, driver) = MultiplexedConnection::new_with_config(
+                info.redis_settings(),
+                stream,
+                redis::AsyncConnectionConfig::new(),
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+            tokio::spawn(driver);
+            conn
+        }
+    };
+    if let Some(secret) = &cfg.password {
+        let pw = secret
+            .resolve()
+            .map_err(|e| config_err(format!("password: {e}")))?;
+        redis::cmd("AUTH")
+            .arg(pw)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| fail(format!("AUTH refused: {e}")))?;
+    }
+    Ok(conn)
+}
 
 /// The Redis sink.
 pub struct RedisSink {
@@ -82,31 +161,7 @@ impl RedisSink {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
-        let fail = |detail: String| UpstreamError::Connect {
-            upstream: "redis",
-            target: self.cfg.url.clone(),
-            detail,
-        };
-        let client =
-            redis::Client::open(self.cfg.url.as_str()).map_err(|e| UpstreamError::Config {
-                upstream: "redis",
-                detail: format!("url {}: {e}", self.cfg.url),
-            })?;
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        if let Some(secret) = &self.cfg.password {
-            let pw = secret.resolve().map_err(|e| UpstreamError::Config {
-                upstream: "redis",
-                detail: format!("password: {e}"),
-            })?;
-            redis::cmd("AUTH")
-                .arg(pw)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| fail(format!("AUTH refused: {e}")))?;
-        }
+        let conn = connect(&self.cfg).await?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }

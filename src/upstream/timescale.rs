@@ -102,7 +102,9 @@ pub fn to_datetime(ts_us: TimestampUs) -> time::OffsetDateTime {
 }
 
 /// Connects with the section's URL, password secret and TLS choice. TLS is used when
-/// the URL says `sslmode=require`; the certificate is always verified.
+/// the URL says `sslmode=verify-full` (or `require`, which means the same here): the
+/// certificate is verified against `ca_file` (or the system roots), host name
+/// included. A refused certificate is a connection error that says why.
 pub async fn connect(
     cfg: &TimescaleUpstream,
     connect_timeout: Duration,
@@ -113,30 +115,32 @@ pub async fn connect(
         target: target.clone(),
         detail,
     };
-    let mut pg = tokio_postgres::Config::from_str(&cfg.url).map_err(|e| UpstreamError::Config {
+    let config_err = |detail: String| UpstreamError::Config {
         upstream: "timescale",
-        detail: format!("url {target}: {e}"),
-    })?;
+        detail,
+    };
+    let (url, tls) = cfg
+        .connection_url()
+        .map_err(|e| config_err(format!("url {target}: {e}")))?;
+    let mut pg = tokio_postgres::Config::from_str(&url)
+        .map_err(|e| config_err(format!("url {target}: {e}")))?;
     if let Some(secret) = &cfg.password {
-        let pw = secret.resolve().map_err(|e| UpstreamError::Config {
-            upstream: "timescale",
-            detail: format!("password: {e}"),
-        })?;
+        let pw = secret
+            .resolve()
+            .map_err(|e| config_err(format!("password: {e}")))?;
         pg.password(pw);
     }
     pg.connect_timeout(connect_timeout);
     pg.application_name("edgegw");
-    let client = if pg.get_ssl_mode() == SslMode::Require {
-        let tls = super::tls::client_config(cfg.ca_file.as_deref()).map_err(|e| {
-            UpstreamError::Config {
-                upstream: "timescale",
-                detail: e,
-            }
-        })?;
+    let client = if tls {
+        let tls = super::tls::client_config(cfg.ca_file.as_deref())
+            .map_err(|e| config_err(e.to_string()))?;
+        // Never fall back to plain TCP: the server must speak TLS.
+        pg.ssl_mode(SslMode::Require);
         let (client, conn) = pg
             .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
             .await
-            .map_err(|e| fail(format!("{e:#}")))?;
+            .map_err(|e| fail(error_chain(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "PostgreSQL connection closed");
@@ -144,13 +148,10 @@ pub async fn connect(
         });
         client
     } else {
-        // `prefer` (the default) and `disable` mean plain TCP: a verified TLS setup
-        // has to be asked for with sslmode=require.
+        // `prefer` (libpq's default), `allow` and `disable` mean plain TCP: a
+        // verified TLS setup has to be asked for with sslmode=verify-full.
         pg.ssl_mode(SslMode::Disable);
-        let (client, conn) = pg
-            .connect(NoTls)
-            .await
-            .map_err(|e| fail(format!("{e:#}")))?;
+        let (client, conn) = pg.connect(NoTls).await.map_err(|e| fail(error_chain(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "PostgreSQL connection closed");
@@ -159,6 +160,23 @@ pub async fn connect(
         client
     };
     Ok(client)
+}
+
+/// An error with its causes: tokio-postgres' own message stops at "error performing
+/// TLS handshake"; the cause says why ("invalid peer certificate: certificate not
+/// valid for name ...", "... UnknownIssuer").
+fn error_chain(e: &tokio_postgres::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
 }
 
 /// The URL without a password, for messages.

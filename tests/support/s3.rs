@@ -146,6 +146,7 @@ pub fn s3_config(endpoint: &str, keys: &Keys) -> ModelsS3Config {
         interval_secs: 3600,
         timeout_secs: 5,
         max_bundle_mb: 4,
+        ca_file: None,
     }
 }
 

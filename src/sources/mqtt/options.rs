@@ -1,12 +1,13 @@
 //! Connection options for one broker: client id, persistent session, manual acks,
-//! credentials from secrets and TLS (rustls with the ring provider, installed
-//! explicitly so that no process-wide default provider is needed).
+//! credentials from secrets and TLS (the program's one TLS builder,
+//! `upstream::tls`: rustls with the ring provider passed explicitly, so that no
+//! process-wide default provider is needed; the broker's certificate and host name
+//! are always verified).
 
 use super::MqttError;
 use crate::config::{MqttBrokerConfig, TlsConfig};
+use crate::upstream::tls::TlsError;
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,65 +61,17 @@ pub fn build(
     Ok(o)
 }
 
+/// The program's one TLS builder (`upstream::tls`), with the errors of this module.
 fn tls_config(broker_name: &str, tls: &TlsConfig) -> Result<rustls::ClientConfig, MqttError> {
-    let bad = |what: String| MqttError::Tls {
-        broker: broker_name.to_string(),
-        what,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let cas = CertificateDer::pem_file_iter(&tls.ca_file).map_err(|e| {
-        bad(format!(
-            "cannot read CA file {}: {e}",
-            tls.ca_file.display()
-        ))
-    })?;
-    for ca in cas {
-        let ca = ca.map_err(|e| bad(format!("CA file {}: {e}", tls.ca_file.display())))?;
-        roots
-            .add(ca)
-            .map_err(|e| bad(format!("CA file {}: {e}", tls.ca_file.display())))?;
-    }
-    if roots.is_empty() {
-        return Err(bad(format!(
-            "CA file {} holds no PEM certificate",
-            tls.ca_file.display()
-        )));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_root_certificates(roots);
-    match (&tls.cert_file, &tls.key_file) {
-        (None, None) => Ok(builder.with_no_client_auth()),
-        (Some(cert), Some(key)) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| bad(format!("client certificate {}: {e}", cert.display())))?;
-            if certs.is_empty() {
-                return Err(bad(format!(
-                    "client certificate {} holds no PEM certificate",
-                    cert.display()
-                )));
-            }
-            let pem = key.resolve().map_err(|e| MqttError::Secret {
-                broker: broker_name.to_string(),
-                what: "TLS client key",
-                source: e,
-            })?;
-            // The error must not quote the key.
-            let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
-                bad(format!(
-                    "the client key from {} is not a PEM private key",
-                    key.describe()
-                ))
-            })?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| bad(format!("client certificate and key: {e}")))
-        }
-        _ => Err(bad(
-            "mutual TLS needs both cert_file and key_file".to_string()
-        )),
-    }
+    crate::upstream::tls::from_tls_section(tls).map_err(|e| match e {
+        TlsError::Key(source) => MqttError::Secret {
+            broker: broker_name.to_string(),
+            what: "TLS client key",
+            source,
+        },
+        other => MqttError::Tls {
+            broker: broker_name.to_string(),
+            what: other.to_string(),
+        },
+    })
 }
