@@ -173,7 +173,51 @@ enum ProfileCommand {
     },
 }
 
+/// `edgegw generate man|completions DIR`: for packaging (scripts/package-deb), not
+/// part of the documented CLI. A parser of its own, so that the man pages and
+/// completions made from `Cli` do not list it.
+#[derive(Parser)]
+#[command(name = "edgegw")]
+enum Hidden {
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generate {
+    /// Man pages: edgegw.1 and one per subcommand (edgegw-run.1, edgegw-outbox-stats.1, ...).
+    Man { dir: PathBuf },
+    /// Shell completions: edgegw.bash, _edgegw (zsh) and edgegw.fish.
+    Completions { dir: PathBuf },
+}
+
+fn generate(what: Generate) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let (Generate::Man { dir } | Generate::Completions { dir }) = &what;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    match what {
+        Generate::Man { dir } => clap_mangen::generate_to(Cli::command(), &dir)
+            .with_context(|| format!("cannot write man pages to {}", dir.display()))?,
+        Generate::Completions { dir } => {
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                clap_complete::generate_to(shell, &mut Cli::command(), "edgegw", &dir)
+                    .with_context(|| {
+                        format!("cannot write {shell} completions to {}", dir.display())
+                    })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        let Hidden::Generate { what } = Hidden::parse();
+        return exit_with(generate(what));
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, explain } => {
@@ -441,11 +485,29 @@ fn exit_with(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("edgegw: {e:#}");
+            let text = error_text(&e);
+            tracing::error!("{text}");
+            eprintln!("edgegw: {text}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-joined, leaving out a cause whose text the message
+/// already holds (many errors quote their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn print_diags(diags: &[edgegw::diag::Diagnostic]) {
