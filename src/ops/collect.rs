@@ -613,7 +613,7 @@ pub fn outbox(s: &OutboxStats, out: &mut Exposition) {
         ),
         (
             "edgegw_outbox_dead_lettered_total",
-            "Records dead-lettered for each upstream, persisted across restarts.",
+            "Records dead-lettered for each upstream (less those requeued before the upstream's cursor passed them), persisted across restarts.",
             |u| u.dead_lettered,
         ),
     ];

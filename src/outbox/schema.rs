@@ -73,6 +73,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE records ADD COLUMN sensor_key INTEGER;
     CREATE UNIQUE INDEX records_reading_key ON records(sensor_key, ts_us)
         WHERE sensor_key IS NOT NULL;",
+    // 4: records appended, counted explicitly. The id sequence overcounts: SQLite
+    // spends an AUTOINCREMENT id on every insert that `ON CONFLICT DO NOTHING` skips
+    // (a redelivered reading). Files from before start from the sequence less the
+    // duplicates counted so far.
+    "INSERT OR IGNORE INTO counters(name, value) SELECT 'appended',
+        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0)
+        - coalesce((SELECT value FROM counters WHERE name = 'duplicate_readings_skipped'), 0);",
 ];
 
 /// The schema version this build writes.
@@ -197,6 +204,19 @@ pub(crate) fn open_existing(path: &Path, read_only: bool) -> Result<Connection, 
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
+    // SQLite says only "unable to open database file"; say which case it is.
+    if let Err(source) = std::fs::metadata(path) {
+        return Err(OutboxError::Io {
+            path: path.to_path_buf(),
+            context: if source.kind() == std::io::ErrorKind::NotFound {
+                "no outbox file here (the gateway has not run with this config yet, or \
+                 outbox.path names another file; --path names one directly)"
+            } else {
+                "cannot look at the outbox file"
+            },
+            source,
+        });
+    }
     let conn = Connection::open_with_flags(path, flags).map_err(|e| sql_err(path, "opening", e))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| sql_err(path, "setting busy_timeout", e))?;

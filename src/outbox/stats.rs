@@ -21,7 +21,8 @@ pub struct OutboxStats {
     /// Records waiting, per kind name (`reading`, `window`, `alert`, `summary`).
     pub depth: BTreeMap<String, u64>,
     pub total_records: u64,
-    /// Records ever appended to this database (its id sequence): for every upstream,
+    /// Records ever appended to this database (counted as they are, not the id
+    /// sequence, which skipped duplicates also advance): for every upstream,
     /// appended = delivered + pending + dead-lettered + unsent evicted.
     pub appended: u64,
     pub upstreams: Vec<UpstreamStats>,
@@ -201,14 +202,7 @@ impl Outbox {
             u.unsent_evicted = get(format!("unsent_evicted:{}", u.name));
             u.dead_lettered = get(format!("dead_lettered:{}", u.name));
         }
-        let appended: i64 = self
-            .conn
-            .query_row(
-                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(q)?;
+        let appended = counters.get("appended").copied().unwrap_or(0);
         let file_bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         Ok(OutboxStats {
             path: self.path.display().to_string(),
@@ -216,7 +210,7 @@ impl Outbox {
             epoch: self.epoch.clone(),
             depth,
             total_records: total,
-            appended: appended.max(0) as u64,
+            appended,
             upstreams,
             used_bytes: self.used_bytes()?,
             file_bytes,

@@ -573,6 +573,8 @@ impl Outbox {
                 }
             }
         }
+        evict::add_counter(&tx, "appended", ids.len() as i64)
+            .map_err(|e| AppendError::Sqlite("counting appended records", e))?;
         if duplicates > 0 {
             evict::add_counter(&tx, "duplicate_readings_skipped", duplicates)
                 .map_err(|e| AppendError::Sqlite("counting duplicates", e))?;
@@ -881,6 +883,14 @@ impl Outbox {
                     params![kind, priority, now, ts_us, payload, key],
                 )
                 .map_err(|e| sql_err(&self.path, "requeueing a record", e))?;
+                evict::add_counter(&tx, "appended", 1)
+                    .map_err(|e| sql_err(&self.path, "counting a requeue", e))?;
+            }
+            // An upstream whose cursor has not passed the original will deliver it
+            // and count it delivered: it is no longer dead-lettered for it.
+            for (upstream, ..) in rows.iter().filter(|r| r.5) {
+                evict::add_counter(&tx, &format!("dead_lettered:{upstream}"), -1)
+                    .map_err(|e| sql_err(&self.path, "counting a requeue", e))?;
             }
             tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
                 .map_err(|e| sql_err(&self.path, "removing dead letters", e))?;
