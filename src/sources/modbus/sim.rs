@@ -61,6 +61,8 @@ pub struct Simulator {
 struct State {
     unit: Option<u8>,
     silent: AtomicBool,
+    /// Scalars hold a steady value with a little noise instead of a slow sine.
+    steady: AtomicBool,
     requests: AtomicU64,
     /// Requests per unit id (RTU tests: is a dead unit backed off?).
     requests_by_unit: [AtomicU64; 256],
@@ -195,6 +197,7 @@ impl Simulator {
             state: Arc::new(State {
                 unit,
                 silent: AtomicBool::new(false),
+                steady: AtomicBool::new(false),
                 requests: AtomicU64::new(0),
                 requests_by_unit: std::array::from_fn(|_| AtomicU64::new(0)),
                 connections_total: AtomicU64::new(0),
@@ -315,6 +318,13 @@ impl Simulator {
     /// While on, no request gets an answer (a hung device).
     pub fn set_silent(&self, silent: bool) {
         self.state.silent.store(silent, Ordering::Relaxed);
+    }
+
+    /// While on, scalar registers hold mid-range with noise of +-0.2 % of their range
+    /// (bools read 0) instead of sweeping +-30 % of the range once a minute: a
+    /// healthy machine in steady state, for detection tests that learn for seconds.
+    pub fn set_steady(&self, steady: bool) {
+        self.state.steady.store(steady, Ordering::Relaxed);
     }
 
     /// Requests received (answered or not).
@@ -491,7 +501,7 @@ impl State {
             if sc.start + sc.width <= start || sc.start >= end {
                 continue;
             }
-            let words = sc.current(t, &self.model);
+            let words = sc.current(t, &self.model, self.steady.load(Ordering::Relaxed));
             for (i, w) in words.iter().enumerate() {
                 let a = sc.start + i as u32;
                 if (start..end).contains(&a) {
@@ -563,12 +573,17 @@ impl State {
 }
 
 impl SimScalar {
-    fn current(&self, t: f64, model: &str) -> Vec<u16> {
-        let phase = (2.0 * std::f64::consts::PI * t / self.period_s).sin();
+    fn current(&self, t: f64, model: &str, steady: bool) -> Vec<u16> {
+        let phase = if steady {
+            // Uniform noise of +-0.2 % of the range around the middle (0.3 * 0.0067).
+            0.0067 * (2.0 * fastrand::f64() - 1.0)
+        } else {
+            (2.0 * std::f64::consts::PI * t / self.period_s).sin()
+        };
         match self.data_type {
             DataType::String => codec::encode_string(model, self.width as usize),
             DataType::Bool => {
-                let on = phase > 0.0;
+                let on = !steady && phase > 0.0;
                 match self.bit {
                     Some(b) if b < 16 => vec![u16::from(on) << b],
                     _ => vec![u16::from(on)],

@@ -346,6 +346,12 @@ pub struct SimulateArgs {
     /// simulator keeps serving the other registers until stopped.
     #[arg(long, requires = "data")]
     pub play_once: bool,
+    /// Scalar registers hold a steady mid-range value with noise of +-0.2 % of the
+    /// channel's range (flags read 0), instead of the default slow sine over +-30 %
+    /// of the range: a healthy machine in steady state, for detection that learns
+    /// for seconds.
+    #[arg(long)]
+    pub steady: bool,
     /// Answer this unit id only (others get no answer, like an absent slave).
     /// Default: answer every unit id.
     #[arg(long)]
@@ -446,6 +452,7 @@ pub async fn simulate_command(args: SimulateArgs, cancel: CancellationToken) -> 
     };
     let sim = Simulator::new(&loaded.profile, args.unit)
         .with_context(|| format!("{}", args.profile.display()))?;
+    sim.set_steady(args.steady);
     for (channel, files) in recordings_by_channel(&args.data, &sim, &args.profile)? {
         let mut recordings = Vec::with_capacity(files.len());
         for path in &files {
