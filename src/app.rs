@@ -577,10 +577,19 @@ fn spawn_processor(
             // The ack travels with the records made from its batch (or alone, when
             // the batch only fed a window): the writer fires it after the commit.
             let acks: Vec<_> = batch.ack.into_iter().collect();
-            if records.is_empty() && acks.is_empty() {
+            // The open summary buckets go with the records, in one transaction.
+            let state = processor.take_state();
+            if records.is_empty() && acks.is_empty() && state.is_empty() {
                 continue;
             }
-            if tx.blocking_send(OutboxBatch { records, acks }).is_err() {
+            if tx
+                .blocking_send(OutboxBatch {
+                    records,
+                    acks,
+                    state,
+                })
+                .is_err()
+            {
                 tracing::error!("The outbox writer stopped early; processing ends");
                 break;
             }
@@ -590,6 +599,7 @@ fn spawn_processor(
             let _ = tx.blocking_send(OutboxBatch {
                 records: rest,
                 acks: Vec::new(),
+                state: Vec::new(),
             });
         }
         (processor, batches)

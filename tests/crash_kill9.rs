@@ -3,7 +3,8 @@
 //! SIGKILL at random moments, 20 times, and restarted. Afterwards every message the
 //! publisher sent is in the outbox exactly once: nothing lost (unacknowledged messages
 //! are redelivered by the broker), nothing duplicated (a redelivered reading that was
-//! already committed is not stored again), and record ids and keys are unique.
+//! already committed is not stored again), and record ids and keys are unique; and
+//! every hourly summary equals the readings it covers.
 //!
 //! Needs the Mosquitto broker on 127.0.0.1:1883 (`scripts/test` starts it).
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 const MESSAGES: u64 = 3000;
 const KILLS: usize = 20;
+const SPACING_US: i64 = 10_000_000;
 
 struct Proc(Child);
 
@@ -109,17 +111,22 @@ async fn sigkill_20_times_loses_nothing_and_duplicates_nothing() {
             }
         }
     });
-    // Stamped from now: the MQTT source refuses readings older than 30 days.
+    // Ten seconds apart, ending now (the MQTT source refuses readings older than 30
+    // days): about eight hourly summary buckets, most of them open during kills.
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_micros() as i64;
+        .as_micros() as i64
+        - MESSAGES as i64 * SPACING_US;
     let publisher = {
         let client = client.clone();
         let topic = topic.clone();
         tokio::spawn(async move {
             for seq in 0..MESSAGES {
-                let payload = format!("{{\"ts\": {}, \"seq\": {seq}}}", t0 + seq as i64 * 1000);
+                let payload = format!(
+                    "{{\"ts\": {}, \"seq\": {seq}}}",
+                    t0 + seq as i64 * SPACING_US
+                );
                 client
                     .publish(&topic, QoS::AtLeastOnce, false, payload)
                     .await
@@ -206,4 +213,47 @@ async fn sigkill_20_times_loses_nothing_and_duplicates_nothing() {
         &log_text[log_text.len().saturating_sub(4000)..]
     );
     assert_eq!(seen.len() as u64, MESSAGES);
+
+    // Summaries across the kills: each hourly bucket's latest summary covers exactly
+    // the readings stored for it. The open bucket is committed with the readings, so
+    // a kill loses none of it and a redelivery adds nothing.
+    let hour = 3_600_000_000i64;
+    let mut readings: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for l in &lines {
+        let ts = l.payload["ts_us"].as_i64().expect("ts_us");
+        let v = l.payload["value"].as_f64().expect("value");
+        readings
+            .entry(ts.div_euclid(hour) * hour)
+            .or_default()
+            .push(v);
+    }
+    let summaries = o
+        .dump(Some(edgegw::record::RecordKind::Summary), usize::MAX)
+        .unwrap();
+    let mut latest: BTreeMap<i64, &serde_json::Value> = BTreeMap::new();
+    for l in &summaries {
+        let start = l.payload["bucket_start_us"].as_i64().expect("bucket start");
+        latest.insert(start, &l.payload); // oldest first: the last one wins
+    }
+    assert_eq!(
+        latest.keys().collect::<Vec<_>>(),
+        readings.keys().collect::<Vec<_>>(),
+        "a summary for every hour with readings, and no other"
+    );
+    for (start, values) in &readings {
+        let s = latest[start];
+        let n = values.len() as f64;
+        let sum: f64 = values.iter().sum();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(
+            s["count"].as_u64(),
+            Some(values.len() as u64),
+            "hour {start}: {s}"
+        );
+        assert_eq!(s["min"].as_f64(), Some(min), "hour {start}: {s}");
+        assert_eq!(s["max"].as_f64(), Some(max), "hour {start}: {s}");
+        let avg = s["avg"].as_f64().expect("avg");
+        assert!((avg - sum / n).abs() < 1e-9, "hour {start}: {s}");
+    }
 }

@@ -38,6 +38,7 @@ async fn acks_fire_only_after_commit_and_forwarders_are_woken() {
         tx.send(OutboxBatch {
             records: (round * 10..round * 10 + 10).map(reading).collect(),
             acks: vec![ack],
+            state: Vec::new(),
         })
         .await
         .expect("send");
@@ -76,6 +77,7 @@ async fn closing_the_channel_commits_everything_in_flight() {
         tx.send(OutboxBatch {
             records: vec![reading(i)],
             acks: vec![ack],
+            state: Vec::new(),
         })
         .await
         .expect("send");
@@ -126,6 +128,7 @@ async fn a_full_outbox_pushes_back_until_forwarders_make_room() {
     tx.send(OutboxBatch {
         records: (i..i + 200).map(reading).collect(),
         acks: vec![ack],
+        state: Vec::new(),
     })
     .await
     .expect("send");

@@ -17,7 +17,8 @@
 //! the sources' broker and gets restarted).
 //!
 //! The day: SIGKILLs while the Modbus devices learn; the database unreachable while NAB
-//! publishes, with the broker restarted in the middle; a SIGHUP with a broken profile
+//! publishes, with more SIGKILLs and the broker restarted in the middle; a SIGHUP with
+//! a broken profile
 //! (refused, the gateway keeps running) and one with a new device; then the outbox's
 //! filesystem (a tmpfs) filled to its bound with the database cut again, and the
 //! bearing fault starting in the middle of that.
@@ -820,6 +821,10 @@ async fn a_plant_s_worst_day_loses_nothing_and_duplicates_nothing() {
     let tmp = Tmpfs::mount(dir.path().join("state"), tmpfs_mb);
     let outbox = tmp.dir.join("outbox.db");
     let db = TestDb::create().await;
+    let _cleanup = Cleanup {
+        db: db.name.clone(),
+        redis_prefix: String::new(),
+    };
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let mut broker = Broker::start(dir.path());
     let (_socat, bus, slave) = pty_pair(dir.path());
@@ -844,6 +849,10 @@ async fn a_plant_s_worst_day_loses_nothing_and_duplicates_nothing() {
     let gw_id = run_id.replace('_', "-");
     let topic_prefix = format!("edgegw-e2e/{run_id}");
     let redis_prefix = format!("edgegw-e2e:{run_id}:");
+    let _cleanup = Cleanup {
+        db: db.name.clone(),
+        redis_prefix: redis_prefix.clone(),
+    };
     let profiles = dir.path().join("profiles");
     std::fs::create_dir(&profiles).unwrap();
     for (from, to) in [
@@ -915,8 +924,10 @@ async fn a_plant_s_worst_day_loses_nothing_and_duplicates_nothing() {
     };
     gw.start();
 
-    // ---- SIGKILLs while the Modbus devices read and learn
-    for _ in 0..kills {
+    // ---- SIGKILLs while the Modbus devices read and learn (a third of them come
+    // later, while NAB publishes)
+    let nab_kills = kills / 3;
+    for _ in 0..kills - nab_kills {
         tokio::time::sleep(Duration::from_millis(fastrand::u64(300..1500))).await;
         gw.kill9();
         gw.start();
@@ -956,13 +967,26 @@ async fn a_plant_s_worst_day_loses_nothing_and_duplicates_nothing() {
         rate,
         progress.clone(),
     ));
-    let p = progress.clone();
-    wait_until(
-        "NAB to be half published",
-        Duration::from_secs(3600 * 4),
-        || (p.load(Ordering::Relaxed) >= nab_total as u64 / 2).then_some(()),
-    );
-    broker.restart();
+    // SIGKILLs spread over the publishing, and the broker restarted half way.
+    let mut chaos: Vec<(u64, bool)> = (1..=nab_kills as u64)
+        .map(|i| (nab_total as u64 * i / (nab_kills as u64 + 1), true))
+        .collect();
+    chaos.push((nab_total as u64 / 2, false));
+    chaos.sort();
+    for (at, kill) in chaos {
+        let p = progress.clone();
+        wait_until(
+            "NAB publishing to go on",
+            Duration::from_secs(3600 * 4),
+            || (p.load(Ordering::Relaxed) >= at).then_some(()),
+        );
+        if kill {
+            gw.kill9();
+            gw.start();
+        } else {
+            broker.restart();
+        }
+    }
     let resent = publisher.await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let m = gw.metrics();
@@ -1319,20 +1343,55 @@ async fn a_plant_s_worst_day_loses_nothing_and_duplicates_nothing() {
         std::fs::write(path, format!("{report:#}\n")).unwrap();
     }
     drop(vib1_sim);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{redis_prefix}*"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-    }
     drop(pg);
-    db.drop_db().await;
+}
+
+/// Drops the test's database and Redis keys, also when the test fails.
+struct Cleanup {
+    db: String,
+    redis_prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (db, prefix) = (self.db.clone(), self.redis_prefix.clone());
+        // A runtime of its own on a thread of its own: this may run while the
+        // test's runtime unwinds.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if !prefix.is_empty() {
+                    if let Ok(mut redis) = redis::Client::open("redis://127.0.0.1:6379/0")
+                        .unwrap()
+                        .get_multiplexed_async_connection()
+                        .await
+                    {
+                        let keys: Vec<String> = redis::cmd("KEYS")
+                            .arg(format!("{prefix}*"))
+                            .query_async(&mut redis)
+                            .await
+                            .unwrap_or_default();
+                        if !keys.is_empty() {
+                            let _: Result<(), _> =
+                                redis::cmd("DEL").arg(&keys).query_async(&mut redis).await;
+                        }
+                    }
+                }
+                if let Ok((admin, conn)) =
+                    tokio_postgres::connect(upstream_common::PG_ADMIN, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// Runs a future to completion from inside `wait_until` (a blocking poll loop on a

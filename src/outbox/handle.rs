@@ -67,15 +67,32 @@ impl OutboxHandle {
         &self,
         records: Vec<Record>,
     ) -> (Vec<Record>, Result<Vec<i64>, OutboxError>) {
+        let (records, _, res) = self.append_with_state(records, Vec::new()).await;
+        (records, res)
+    }
+
+    /// [`Outbox::append_with_state`] on the blocking pool; hands the records and the
+    /// state back (the writer retries with them when the outbox is full).
+    #[allow(clippy::type_complexity)]
+    pub async fn append_with_state(
+        &self,
+        records: Vec<Record>,
+        state: Vec<(String, Vec<u8>)>,
+    ) -> (
+        Vec<Record>,
+        Vec<(String, Vec<u8>)>,
+        Result<Vec<i64>, OutboxError>,
+    ) {
         let inner = self.inner.clone();
         match tokio::task::spawn_blocking(move || {
-            let res = lock(&inner).append(&records);
-            (records, res)
+            let res = lock(&inner).append_with_state(&records, &state);
+            (records, state, res)
         })
         .await
         {
             Ok(out) => out,
             Err(join) => (
+                Vec::new(),
                 Vec::new(),
                 Err(OutboxError::Io {
                     path: self.path.as_ref().clone(),

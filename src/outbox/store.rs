@@ -317,7 +317,19 @@ impl Outbox {
     /// bound to what the disk holds and is handled the same way. On any error nothing
     /// of the batch is stored.
     pub fn append(&mut self, records: &[Record]) -> Result<Vec<i64>, OutboxError> {
-        let res = self.append_inner(records);
+        self.append_with_state(records, &[])
+    }
+
+    /// [`Outbox::append`], and in the same transaction the state table entries
+    /// `state` (key, value; later entries win): pipeline state that must match the
+    /// records committed, e.g. the open summary buckets, so that after a crash the
+    /// state resumes exactly from what was stored — no more, no less.
+    pub fn append_with_state(
+        &mut self,
+        records: &[Record],
+        state: &[(String, Vec<u8>)],
+    ) -> Result<Vec<i64>, OutboxError> {
+        let res = self.append_inner(records, state);
         match &res {
             Ok(_) => self.refused_full = false,
             Err(e) if e.is_full() => self.refused_full = true,
@@ -326,9 +338,22 @@ impl Outbox {
         res
     }
 
-    fn append_inner(&mut self, records: &[Record]) -> Result<Vec<i64>, OutboxError> {
+    fn append_inner(
+        &mut self,
+        records: &[Record],
+        state: &[(String, Vec<u8>)],
+    ) -> Result<Vec<i64>, OutboxError> {
         self.writable()?;
         if records.is_empty() {
+            if !state.is_empty() {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(|e| sql_err(&self.path, "beginning a transaction", e))?;
+                put_states(&tx, state).map_err(|e| sql_err(&self.path, "writing state", e))?;
+                tx.commit()
+                    .map_err(|e| sql_err(&self.path, "committing state", e))?;
+            }
             return Ok(Vec::new());
         }
         if let Some(tightened) = self.disk_limit_bytes {
@@ -353,7 +378,7 @@ impl Outbox {
             })?;
             encoded.push(payload);
         }
-        match self.try_append(records, &encoded) {
+        match self.try_append(records, &encoded, state) {
             Err(AppendError::Sqlite(context, e)) if is_disk_full(&e) => {
                 // The WAL may be what filled the disk: fold it back into the main file
                 // (whose freed pages are reused) and truncate it before retrying.
@@ -376,7 +401,7 @@ impl Outbox {
                 self.disk_limit_since_us = now_us();
                 // Checkpoint often while the disk is tight, so the WAL stays small.
                 let _ = self.conn.pragma_update(None, "wal_autocheckpoint", 64);
-                match self.try_append(records, &encoded) {
+                match self.try_append(records, &encoded, state) {
                     Ok(ids) => Ok(ids),
                     Err(AppendError::Sqlite(_, e)) if is_disk_full(&e) => Err(OutboxError::Full {
                         path: self.path.clone(),
@@ -413,6 +438,7 @@ impl Outbox {
         &mut self,
         records: &[Record],
         encoded: &[Vec<u8>],
+        state: &[(String, Vec<u8>)],
     ) -> Result<Vec<i64>, AppendError> {
         let now = (self.clock)();
         let incoming: u64 = encoded
@@ -590,6 +616,7 @@ impl Outbox {
             .map_err(|e| AppendError::Sqlite("counting evictions", e))?;
         evict::count(&tx, "dropped_incoming", &dropped)
             .map_err(|e| AppendError::Sqlite("counting dropped records", e))?;
+        put_states(&tx, state).map_err(|e| AppendError::Sqlite("writing state", e))?;
         tx.commit()
             .map_err(|e| AppendError::Sqlite("committing", e))?;
         if age_cutoff.is_some() {
@@ -950,7 +977,21 @@ impl Outbox {
     }
 }
 
-/// Deletes every record that all configured upstreams have acknowledged.
+/// Upserts state table entries (in order: a later entry for a key wins).
+fn put_states(conn: &Connection, state: &[(String, Vec<u8>)]) -> rusqlite::Result<()> {
+    if state.is_empty() {
+        return Ok(());
+    }
+    let now = now_us();
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO state(key, value, updated_us) VALUES (?1, ?2, ?3)",
+    )?;
+    for (key, value) in state {
+        stmt.execute(params![key, value, now])?;
+    }
+    Ok(())
+}
+
 /// Records each upstream has not acknowledged yet (by its cursor).
 fn pending_per_upstream(conn: &Connection, upstreams: &[String]) -> rusqlite::Result<Vec<i64>> {
     upstreams

@@ -32,6 +32,9 @@ use tokio::time::Instant;
 pub struct OutboxBatch {
     pub records: Vec<Record>,
     pub acks: Vec<Ack>,
+    /// State table entries committed with the records (later batches win per key):
+    /// pipeline state that must match what was stored, such as open summary buckets.
+    pub state: Vec<(String, Vec<u8>)>,
 }
 
 /// What the writer did, returned when its input closes.
@@ -65,6 +68,7 @@ pub async fn run_writer(
         let Some(first) = rx.recv().await else { break };
         let mut records = first.records;
         let mut acks = first.acks;
+        let mut state = first.state;
         let deadline = Instant::now() + linger;
         let mut closed = false;
         while records.len() < max_records {
@@ -90,11 +94,21 @@ pub async fn run_writer(
                 Some(b) => {
                     records.extend(b.records);
                     acks.extend(b.acks);
+                    state.extend(b.state);
                 }
                 None => break,
             }
         }
-        commit(&outbox, &rx, records, acks, &notify, &mut report).await;
+        commit(
+            &outbox,
+            &rx,
+            records,
+            latest(state),
+            acks,
+            &notify,
+            &mut report,
+        )
+        .await;
         if closed {
             break;
         }
@@ -109,10 +123,31 @@ pub async fn run_writer(
     report
 }
 
+/// The last entry per key, in first-seen order.
+fn latest(state: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    if state.len() < 2 {
+        return state;
+    }
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(state.len());
+    for (k, v) in state {
+        match at.get(&k) {
+            Some(&i) => out[i].1 = v,
+            None => {
+                at.insert(k.clone(), out.len());
+                out.push((k, v));
+            }
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn commit(
     outbox: &OutboxHandle,
     rx: &mpsc::Receiver<OutboxBatch>,
     mut records: Vec<Record>,
+    mut state: Vec<(String, Vec<u8>)>,
     acks: Vec<Ack>,
     notify: &Notify,
     report: &mut WriterReport,
@@ -122,12 +157,13 @@ async fn commit(
     let mut give_up_at: Option<Instant> = None;
     loop {
         let n = records.len() as u64;
-        let (back, res) = if records.is_empty() {
-            (records, Ok(Vec::new()))
+        let (back, back_state, res) = if records.is_empty() && state.is_empty() {
+            (records, state, Ok(Vec::new()))
         } else {
-            outbox.append(records).await
+            outbox.append_with_state(records, state).await
         };
         records = back;
+        state = back_state;
         match res {
             Ok(_) => {
                 if failures > 0 {

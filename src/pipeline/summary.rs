@@ -8,13 +8,18 @@
 //! a redelivered message) is not summarised, so a redelivery never counts twice; the
 //! processor counts it (`late_for_summary`).
 //!
+//! Crashes: the daemon commits each channel's open bucket (`flush`, serialised) in the
+//! same outbox transaction as the records made from the readings it counts
+//! (`Processor::take_state`, `OutboxBatch::state`). After a crash the bucket resumes
+//! from exactly the readings that were stored; readings redelivered after it (MQTT
+//! QoS 1) are not newer than the bucket's last one and are not counted again
+//! (`tests/crash_kill9.rs`: 20 SIGKILLs, every hourly summary equals its readings).
+//!
 //! Shutdown: [`SummaryAggregator::flush`] hands out the partial bucket *and keeps it*.
-//! The processor emits it and persists it in the state store; after a restart the
-//! bucket resumes from the persisted state, so when it completes it is emitted again
-//! with a superset of the readings. A bucket may therefore reach upstream twice with
-//! the same `(sensor_id, bucket_start_us, interval_secs)`, and the later one is the
-//! more complete: upstream must upsert on that key, last write wins. Readings between
-//! the last flush and a crash (no flush) are missing from their bucket's summary.
+//! The processor emits it; after a restart the bucket resumes, so when it completes
+//! it is emitted again with a superset of the readings. A bucket may therefore reach
+//! upstream twice with the same `(sensor_id, bucket_start_us, interval_secs)`, and the
+//! later one is the more complete: upstream must upsert on that key, last write wins.
 
 use crate::record::TimestampUs;
 use serde::{Deserialize, Serialize};

@@ -69,7 +69,7 @@ use crate::record::{
 use crate::sources::{ChannelId, Reading, Value};
 use serde::Serialize;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Counters for the report and the metrics endpoint.
@@ -241,6 +241,8 @@ pub struct Processor {
     pending: Vec<PendingWindow>,
     model_input: Vec<f32>,
     counters: ProcessorCounters,
+    /// Channels that got readings since the last [`Processor::take_state`].
+    touched: HashSet<Arc<str>>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -279,7 +281,29 @@ impl Processor {
             pending: Vec::new(),
             model_input: Vec::new(),
             counters: ProcessorCounters::default(),
+            touched: HashSet::new(),
         }
+    }
+
+    /// The open summary bucket of every channel that got readings since the last
+    /// call, as state table entries, to be committed in the same transaction as the
+    /// records these readings produced (`OutboxBatch::state`). After a crash a bucket
+    /// then resumes from exactly the readings that were stored: none lost from it,
+    /// none counted twice when a source redelivers (see `summary.rs`).
+    pub fn take_state(&mut self) -> Vec<(String, Vec<u8>)> {
+        let interval = self.settings.summary_interval_secs;
+        let mut out = Vec::with_capacity(self.touched.len());
+        for id in self.touched.drain() {
+            let Some(bucket) = self.channels.get(&id).and_then(|ch| ch.summary.flush()) else {
+                continue;
+            };
+            match serde_json::to_vec(&bucket) {
+                Ok(bytes) => out.push((summary_key(&id, interval), bytes)),
+                Err(_) => self.counters.state_errors += 1,
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Sets the validation limits of a channel (from its hardware profile). Channels
@@ -418,6 +442,9 @@ impl Processor {
     /// Like [`Processor::process`], appending to `out`.
     pub fn process_into(&mut self, readings: &[Reading], out: &mut Vec<Record>) {
         for r in readings {
+            if !self.touched.contains(&r.sensor_id) {
+                self.touched.insert(r.sensor_id.clone());
+            }
             // Arrival stamps are the gateway's own: kept strictly increasing per
             // sensor, so two readings received in the same microsecond (a JSON
             // batch, serial frames read together) stay two readings downstream,
