@@ -149,7 +149,16 @@ impl fmt::Display for FieldPath {
                     if !first {
                         f.write_str(".")?;
                     }
-                    f.write_str(k)?;
+                    // As TOML would write it: a key that is not bare is quoted, so an
+                    // empty or blank key is still visible (`""`, `"\r"`).
+                    let bare = !k.is_empty()
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    if bare {
+                        f.write_str(k)?;
+                    } else {
+                        write!(f, "{k:?}")?;
+                    }
                 }
                 Seg::Index(i) => write!(f, "[{i}]")?,
             }

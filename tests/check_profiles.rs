@@ -382,7 +382,7 @@ fn channel_checks() {
     one_error(
         &text,
         line_of(&text, "r m s\"]"),
-        "channels.r m s",
+        "channels.\"r m s\"",
         &["may only contain"],
     );
     let text = BASE.replace("unit = \"mm/s\"", "unit = \"mm/s\"\nstuck_after = 1");

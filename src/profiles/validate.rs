@@ -395,6 +395,14 @@ fn serial(file: &SourceFile, p: &Profile, s: &SerialFormat, diags: &mut Vec<Diag
             &base.join("frame").join("terminator"),
             "must not be empty, e.g. \"\\r\\n\"".to_string(),
         )),
+        // An end marker that begins with the start marker (`\0` … `\0\0`) makes
+        // frames depend on where the port's reads split the stream.
+        (None, Some(a), Some(b)) if b.len() > a.len() && b.starts_with(a.as_str()) => diags.push(
+            file.diag(
+                &base.join("frame").join("end"),
+                format!("{b:?} begins with the start marker {a:?}: a frame's end could read as a new start; choose markers where neither begins the other"),
+            ),
+        ),
         (None, Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => {}
         (None, Some(_), None) | (None, None, Some(_)) => diags.push(file.diag(
             &base.join("frame"),

@@ -385,10 +385,11 @@ fn decode_request<'a>(
                     continue;
                 };
                 out.push(match codec::decode(regs, *data_type, *order, *bit) {
-                    Ok(Decoded::Number(v)) if !v.is_finite() => id.failed(ts, "not_a_number"),
-                    Ok(Decoded::Number(v)) => {
-                        id.reading(ts, Value::Scalar(codec::scaled(v, *scale, *offset)))
-                    }
+                    // Checked after scaling: f64::MAX × 10 is as useless as a NaN.
+                    Ok(Decoded::Number(v)) => match codec::scaled(v, *scale, *offset) {
+                        v if v.is_finite() => id.reading(ts, Value::Scalar(v)),
+                        _ => id.failed(ts, "not_a_number"),
+                    },
                     Ok(Decoded::Bool(b)) => id.reading(ts, Value::Scalar(f64::from(u8::from(b)))),
                     Ok(Decoded::Text(t)) => id.reading(ts, Value::Text(t)),
                     Err(_) => id.failed(ts, "short_answer"),
@@ -428,12 +429,20 @@ fn decode_request<'a>(
                     out.push(id.failed(ts, "short_answer"));
                     continue;
                 };
-                for s in regs.chunks_exact(sw) {
+                // A sample that does not decode to a finite f32 (a NaN register, a
+                // value past f32::MAX after scaling) spoils the whole block: a block
+                // is all or nothing downstream.
+                let before = buf.len();
+                buf.extend(regs.chunks_exact(sw).map_while(|s| {
                     let v = codec::decode(s, *data_type, *order, None)
                         .ok()
-                        .and_then(|d| d.as_f64())
-                        .unwrap_or(f64::NAN);
-                    buf.push(codec::scaled(v, *scale, *offset) as f32);
+                        .and_then(|d| d.as_f64())?;
+                    Some(codec::scaled(v, *scale, *offset) as f32).filter(|v| v.is_finite())
+                }));
+                if buf.len() - before != regs.len() / sw {
+                    blocks.remove(it.channel.as_str());
+                    out.push(id.failed(ts, "not_a_number"));
+                    continue;
                 }
                 if first_sample + samples >= *total_samples {
                     if let Some(buf) = blocks.remove(it.channel.as_str()) {

@@ -313,7 +313,14 @@ impl Decoder {
                 .push(problem("csv", "the payload is not UTF-8 text"));
             return;
         };
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut rows = text.lines().filter(|l| !l.trim().is_empty()).peekable();
+        if rows.peek().is_none() {
+            // Counted, not silently acknowledged: a message must give a reading or a problem.
+            out.problems
+                .push(problem("empty", "the payload has only blank lines"));
+            return;
+        }
+        for line in rows {
             let cols: Vec<&str> = line.split(self.delimiter.as_str()).collect();
             for &i in selected {
                 let f = &self.fields[i];
@@ -413,6 +420,13 @@ impl Decoder {
         let elements: Vec<&serde_json::Value> = match &self.batch {
             None => vec![&root],
             Some(path) => match lookup(&root, path) {
+                Some(serde_json::Value::Array(a)) if a.is_empty() => {
+                    out.problems.push(problem(
+                        "empty",
+                        format!("the batch at {} is empty", path.join(".")),
+                    ));
+                    return;
+                }
                 Some(serde_json::Value::Array(a)) => a.iter().collect(),
                 Some(_) => {
                     out.problems.push(problem(
@@ -505,7 +519,15 @@ impl Decoder {
                     format!("{}: sample {k} is {}, not a number", f.channel, kind_of(v)),
                 )
             })?;
-            samples.push(self.scalar(i, raw, 1.0)? as f32);
+            // Finite as an f64 is not enough: a sample past f32::MAX would become inf.
+            let v = self.scalar(i, raw, 1.0)? as f32;
+            if !v.is_finite() {
+                return Err(problem(
+                    "non_finite",
+                    format!("{}: sample {k} ({raw}) is beyond the f32 range", f.channel),
+                ));
+            }
+            samples.push(v);
         }
         if samples.is_empty() {
             return Err(problem(

@@ -149,7 +149,7 @@ impl Framer {
                             Some((_, len)) => *len += keep_from,
                             None => {
                                 self.skipping =
-                                    Some((rest[..KEEP_FOR_LOG.min(rest.len())].to_vec(), keep_from))
+                                    Some((rest[..KEEP_FOR_LOG.min(keep_from)].to_vec(), keep_from))
                             }
                         }
                         pos += keep_from;
@@ -233,7 +233,7 @@ impl Framer {
                                 Some((_, len)) => *len += keep_from,
                                 None => {
                                     self.skipping = Some((
-                                        rest[..KEEP_FOR_LOG.min(rest.len())].to_vec(),
+                                        rest[..KEEP_FOR_LOG.min(keep_from)].to_vec(),
                                         keep_from,
                                     ))
                                 }
