@@ -577,8 +577,10 @@ fn spawn_processor(
             // The ack travels with the records made from its batch (or alone, when
             // the batch only fed a window): the writer fires it after the commit.
             let acks: Vec<_> = batch.ack.into_iter().collect();
-            // The open summary buckets go with the records, in one transaction.
-            let state = processor.take_state();
+            // The open summary buckets go with the records, in one transaction; with
+            // an ack, also the waveform samples still short of a window, so that
+            // what the source is told is stored is stored (ARCHITECTURE.md).
+            let state = processor.take_state(!acks.is_empty());
             if records.is_empty() && acks.is_empty() && state.is_empty() {
                 continue;
             }
@@ -779,19 +781,21 @@ impl Ops {
         self.notifier.reloading();
         self.reload_last_time
             .set(crate::record::now_us() as f64 / 1e6);
+        // The same rule as at start (`config::load`, `check --startup`): an error in
+        // the config file refuses the reload; a bad profile leaves out its devices.
         let loaded = match crate::config::load(path) {
-            Ok(l) if !l.diags.iter().any(|d| d.is_error()) => l,
-            Ok(l) => {
-                self.invalid(path, &l.diags);
-                return;
-            }
+            Ok(l) => l,
             Err(diags) => {
                 self.invalid(path, &diags);
                 return;
             }
         };
         for d in &loaded.diags {
-            tracing::warn!("{d}");
+            if d.is_error() {
+                tracing::error!("{d}");
+            } else {
+                tracing::warn!("{d}");
+            }
         }
         let report = gateway.reload(&loaded).await;
         let p = &report.plan;

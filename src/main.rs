@@ -8,6 +8,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `check`: the gateway starts, but bad profiles or device entries leave devices out.
+const EXIT_DEVICES_LEFT_OUT: u8 = 1;
 /// Exit code for an invalid config or profile (`check`, and `run` refusing to start).
 const EXIT_INVALID: u8 = 2;
 
@@ -34,10 +36,17 @@ enum Command {
         config: PathBuf,
     },
     /// Validate the config, the profiles it uses and every profile in the profile
-    /// directory; print every problem. Exit 0 when valid, 2 when not.
+    /// directory; print every problem. Exit 0 when all is valid; 1 when the gateway
+    /// would start but a bad profile or device entry leaves devices out (listed) or a
+    /// profile no device uses has errors; 2 when `run` would refuse the config.
     Check {
         #[arg(long, env = "EDGEGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Exit non-zero only when `run` would refuse to start (what the systemd unit's
+        /// ExecStartPre uses): a technician's typo in one profile must not keep the
+        /// other devices from running.
+        #[arg(long)]
+        startup: bool,
         /// Also show, per Modbus device, the read requests the planner will send.
         #[arg(long)]
         explain: bool,
@@ -220,7 +229,11 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, explain } => {
+        Command::Check {
+            config,
+            explain,
+            startup,
+        } => {
             let report = config::check_all(&config);
             print_diags(&report.diags);
             if explain {
@@ -229,20 +242,38 @@ fn main() -> ExitCode {
                 }
             }
             let errors = report.errors();
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
             if errors == 0 {
                 println!(
                     "{}: OK ({} file{} checked)",
                     config.display(),
                     report.files.len(),
-                    if report.files.len() == 1 { "" } else { "s" }
+                    plural(report.files.len())
                 );
-                ExitCode::SUCCESS
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{errors} problem{} found", plural(errors));
+            if !report.startable {
+                eprintln!(
+                    "the gateway would not start: {} itself has errors",
+                    config.display()
+                );
+                return ExitCode::from(EXIT_INVALID);
+            }
+            if report.left_out.is_empty() {
+                eprintln!("the gateway would start with every device (the errors are in profiles no device uses)");
             } else {
                 eprintln!(
-                    "{errors} problem{} found",
-                    if errors == 1 { "" } else { "s" }
+                    "the gateway would start without {} device{}: {}",
+                    report.left_out.len(),
+                    plural(report.left_out.len()),
+                    report.left_out.join(", ")
                 );
-                ExitCode::from(EXIT_INVALID)
+            }
+            if startup {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DEVICES_LEFT_OUT)
             }
         }
         Command::Profile {

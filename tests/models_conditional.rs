@@ -73,6 +73,7 @@ async fn unchanged_index_costs_one_request_answered_304() {
     let second = sync.sync_once().await.unwrap();
     assert!(second.not_modified, "{second:?}");
     // A restart remembers the ETag (cache state) and asks conditionally at once.
+    drop(sync);
     let reg2 = shared(ModelRegistry::with_defaults().unwrap());
     let mut again = ModelSync::new(&cfg, reg2).unwrap();
     again.load_cached();

@@ -61,7 +61,9 @@ async fn credentials_never_appear_in_logs_errors_debug_or_metrics() {
     seen.push(serde_json::to_string(&good.counters().values()).unwrap());
 
     let wrong = Keys::new(ACCESS_KEY, "wr0ng-" /* prefix of nothing real */);
-    let wrong_cfg = gateway_config(state.path(), Some(s3_config(&server.endpoint(), &wrong)));
+    // Its own cache: `good` holds the one-writer lock of the first.
+    let state2 = tempfile::tempdir().unwrap();
+    let wrong_cfg = gateway_config(state2.path(), Some(s3_config(&server.endpoint(), &wrong)));
     let mut bad = ModelSync::new(&wrong_cfg, reg.clone()).unwrap();
     let err = bad.sync_once().await.unwrap_err();
     seen.push(err.to_string());

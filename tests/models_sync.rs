@@ -152,6 +152,7 @@ async fn rejected_case(bad: Bundle, expect_in_reason: &str) {
     assert!(again.not_modified && again.rejected.is_empty(), "{again:?}");
     assert_eq!(sync.counters().values().rejected, 1);
     // A restart keeps v1 too (the cache state names it).
+    drop(sync);
     let reg2 = registry();
     let _s2 = new_sync(state.path(), None, &reg2);
     assert_eq!(active(&reg2), "vibration-edge@1.0.0");
@@ -237,7 +238,9 @@ async fn wrong_credentials_get_403_and_change_nothing() {
     let server = S3Server::start();
     let state = tempfile::tempdir().unwrap();
     let reg = registry();
-    let (_sync, _v1) = with_v1(&server, state.path(), &reg).await;
+    let (sync, _v1) = with_v1(&server, state.path(), &reg).await;
+    // Another process on this cache (after this one stopped: one writer at a time).
+    drop(sync);
     let c = client(&server.endpoint(), &Keys::good());
     let v2 = Bundle::vibration("vibration-edge", "2.0.0", 9.5);
     publish(&c, &v2).await;
@@ -486,4 +489,49 @@ async fn models_list_shows_cache_active_bundles_and_rejected_cache_entries() {
             || text.contains("vibration      vibration-edge@1.0.0"),
         "{text}"
     );
+}
+
+/// docs/ARCHITECTURE.md, "one writer of the model cache": while a sync task (a
+/// running gateway) holds the cache, `edgegw models sync` on it is refused with a
+/// message saying why, and writes nothing; once the gateway is gone it works.
+#[tokio::test]
+async fn the_cache_has_one_writer_at_a_time() {
+    let server = S3Server::start();
+    let state = tempfile::tempdir().unwrap();
+    let reg = registry();
+    let (sync, _v1) = with_v1(&server, state.path(), &reg).await;
+    let keys = Keys::good();
+    let cfg = gateway_config(state.path(), Some(s3_config(&server.endpoint(), &keys)));
+    let dir = state.path().join("models");
+    let listing = |d: &std::path::Path| {
+        let mut v: Vec<_> = walk(d);
+        v.sort();
+        v
+    };
+    let before = listing(&dir);
+    let err = edgegw::inference::cli::sync_command(&cfg)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("another process writes it"), "{text}");
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+    assert_eq!(listing(&dir), before, "a refused sync wrote nothing");
+    // The holder gone (a stopped gateway): the lock is free again.
+    drop(sync);
+    let report = edgegw::inference::cli::sync_command(&cfg)
+        .await
+        .expect("sync");
+    assert!(report.contains("vibration-edge@1.0.0"), "{report}");
+}
+
+fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }

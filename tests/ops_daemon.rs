@@ -799,3 +799,112 @@ fn slow_clients_do_not_lock_out_the_health_checker() {
         "/healthz answered {ok} of 28 times under slow clients"
     );
 }
+
+/// docs/ARCHITECTURE.md, "Bad input never stops the gateway": one technician's typo
+/// in one profile gives the same outcome on all three paths — the unit's
+/// `ExecStartPre=edgegw check --startup` passes (and names the device left out), `run`
+/// starts every other device, and a SIGHUP reload into the same config is applied
+/// with the same devices running. Only an error in the config file itself refuses
+/// a start or a reload.
+#[test]
+fn one_bad_profile_gives_the_same_outcome_at_check_run_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    let good = std::fs::read_to_string(repo().join("hardware-profiles/acme-vt420.toml")).unwrap();
+    std::fs::write(profiles.join("acme-vt420.toml"), &good).unwrap();
+    let broken = good.replacen("type = \"f32\"", "type = \"f33\"", 1);
+    assert_ne!(broken, good);
+    std::fs::write(profiles.join("broken-vt.toml"), broken).unwrap();
+    let (_sim1, port1) = simulator();
+    let (_sim2, port2) = simulator();
+    let http_port = free_port();
+    let cfg_text = |devices: &str| {
+        format!(
+            "[gateway]\nid = \"gw-badprofile\"\nstate_dir = \"{}\"\nprofile_dir = \"{}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n{devices}",
+            dir.path().display(),
+            profiles.display()
+        )
+    };
+    let both = device("good1", port1) + &device("bad1", port2).replace("acme-vt420", "broken-vt");
+    let cfg = dir.path().join("edgegw.toml");
+    std::fs::write(&cfg, cfg_text(&both)).unwrap();
+
+    // 1. The unit's ExecStartPre passes; plain `check` says devices are left out (1).
+    let check = |extra: &[&str]| {
+        let out = Command::new(exe())
+            .arg("check")
+            .args(extra)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(&["--startup"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("broken-vt.toml:"), "located error: {err}");
+    assert!(err.contains("would start without 1 device: bad1"), "{err}");
+    let (code, _) = check(&[]);
+    assert_eq!(code, Some(1));
+    // The unit really runs `check --startup` before `run`.
+    let unit = std::fs::read_to_string(repo().join("systemd/edgegw.service")).unwrap();
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("ExecStartPre=") && l.contains(" check --startup ")),
+        "{unit}"
+    );
+
+    // 2. `run` on the same config: good1 polls, bad1 never does.
+    let devices_polling = |m: &BTreeMap<String, f64>| {
+        ["good1", "bad1"]
+            .map(|d| m.contains_key(&format!("edgegw_device_polls_total{{device=\"{d}\"}}")))
+    };
+    let mut gw = Gateway::start(&cfg, &[]);
+    gw.wait_http(http_port);
+    let at_start = wait_until("good1 polls", Duration::from_secs(20), || {
+        let m = scrape(http_port);
+        (metric(&m, "edgegw_device_polls_total{device=\"good1\"}") > 0.0).then_some(m)
+    });
+    assert_eq!(devices_polling(&at_start), [true, false]);
+    assert!(gw.log().contains("broken-vt.toml:"), "{}", gw.log());
+    gw.stop();
+
+    // 3. A daemon running good1 alone, reloaded into the same config: applied, not
+    // refused, with the same devices running.
+    std::fs::write(&cfg, cfg_text(&device("good1", port1))).unwrap();
+    let mut gw = Gateway::start(&cfg, &[]);
+    gw.wait_http(http_port);
+    wait_until("good1 polls", Duration::from_secs(20), || {
+        (metric(
+            &scrape(http_port),
+            "edgegw_device_polls_total{device=\"good1\"}",
+        ) > 0.0)
+            .then_some(())
+    });
+    std::fs::write(&cfg, cfg_text(&both)).unwrap();
+    gw.signal("HUP");
+    let reloaded = wait_until("the reload", Duration::from_secs(20), || {
+        let m = scrape(http_port);
+        (metric(&m, "edgegw_reloads_total{result=\"ok\"}") == 1.0).then_some(m)
+    });
+    assert_eq!(
+        metric(&reloaded, "edgegw_reloads_total{result=\"invalid\"}"),
+        0.0
+    );
+    let after = wait_until("good1 to keep polling", Duration::from_secs(20), || {
+        let m = scrape(http_port);
+        (metric(&m, "edgegw_device_polls_total{device=\"good1\"}")
+            > metric(&reloaded, "edgegw_device_polls_total{device=\"good1\"}"))
+        .then_some(m)
+    });
+    assert_eq!(devices_polling(&after), [true, false]);
+    gw.assert_running();
+    let log = gw.stop();
+    assert!(log.contains("broken-vt.toml:"), "{log}");
+    assert!(!log.contains("Reload refused"), "{log}");
+}

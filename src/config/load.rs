@@ -30,6 +30,12 @@ pub struct Loaded {
 pub struct CheckReport {
     pub diags: Vec<Diagnostic>,
     pub files: Vec<PathBuf>,
+    /// Whether `run` (and a reload) would take this config: the same rule as
+    /// [`load`] — an error in the config file itself refuses it; a bad profile only
+    /// leaves out the devices that use it.
+    pub startable: bool,
+    /// Enabled devices that would not run (a problem in their entry or profile).
+    pub left_out: Vec<String>,
 }
 
 impl CheckReport {
@@ -77,7 +83,17 @@ pub fn check_all(path: &Path) -> CheckReport {
         return report;
     };
     let mut profiles = BTreeMap::new();
-    check_config(&file, &config, &mut profiles, &mut report.diags);
+    let runnable = check_config(&file, &config, &mut profiles, &mut report.diags);
+    report.startable = !report
+        .diags
+        .iter()
+        .any(|d| d.is_error() && d.file == file.path);
+    report.left_out = config
+        .devices
+        .iter()
+        .filter(|d| d.enabled && !runnable.iter().any(|r| r.id == d.id))
+        .map(|d| d.id.clone())
+        .collect();
     let dir = profile_dir(&file.path, &config);
     let checked: BTreeSet<PathBuf> = profiles.values().map(|p| p.path.clone()).collect();
     report.files.extend(checked.iter().cloned());

@@ -28,6 +28,53 @@ pub enum CacheError {
     },
     #[error("model cache: {what} {value:?} is not a valid bundle {what}: use letters, digits, `.`, `_`, `-` (at most 100, not starting with `.`)")]
     BadName { what: &'static str, value: String },
+    #[error("model cache {path}: another process writes it (a running gateway syncs this cache itself, every [models.s3] interval_secs; `edgegw models sync` is for a stopped gateway)", path = path.display())]
+    Busy { path: PathBuf },
+}
+
+/// The one-writer lock of a cache directory (`<cache>/.lock`, an advisory `flock`):
+/// held by the daemon's sync task for its whole life and by `edgegw models sync` for
+/// its one sync, so the two never write the same cache. Released on drop, and by
+/// the kernel when the process dies (even by SIGKILL).
+#[derive(Debug)]
+pub struct CacheLock {
+    _file: std::fs::File,
+}
+
+impl CacheLock {
+    /// Takes the lock of `dir` (created if needed). `wait`: block until the holder
+    /// lets go; otherwise fail with [`CacheError::Busy`].
+    pub fn acquire(dir: &Path, wait: bool) -> Result<CacheLock, CacheError> {
+        let io = |source| CacheError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let path = dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        // rustix's flock (std's File::lock is newer than our rust-version, 1.85).
+        use rustix::fs::{flock, FlockOperation};
+        let op = if wait {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        match flock(&file, op) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(CacheError::Busy {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(io(e.into())),
+        }
+        Ok(CacheLock { _file: file })
+    }
 }
 
 /// A bundle reference: `name@version`. Other fields (in a newer index) are ignored.

@@ -20,7 +20,7 @@
 //!
 //! It does not score, and it never loads a bundle from outside the cache directory.
 
-use super::cache::{compare_versions, BundleRef, CacheError, CacheState, ModelCache};
+use super::cache::{compare_versions, BundleRef, CacheError, CacheLock, CacheState, ModelCache};
 use super::registry::fallback_chain;
 use super::s3::{Fetched, S3Client, S3Error};
 use super::{Manifest, ModelBundle, ModelRegistry, SharedRegistry};
@@ -153,6 +153,8 @@ pub fn parse_index(bytes: &[u8]) -> Result<Index, String> {
 
 /// Keeps the registry's S3 layers (index assignments, pins) and the cache in step.
 pub struct ModelSync {
+    /// This process is the cache's one writer while this lives.
+    _lock: CacheLock,
     client: Result<S3Client, String>,
     prefix: String,
     max_bundle_bytes: u64,
@@ -192,9 +194,32 @@ impl ModelSync {
     /// Opens the cache. `registry` is the one the pipeline reads; its current content
     /// (the built-in defaults) becomes the base under the S3 layers. S3 client
     /// problems (missing credentials) do not fail here: every sync reports them.
+    ///
+    /// Takes the cache's one-writer lock ([`CacheLock`]) for the life of the value;
+    /// fails with [`CacheError::Busy`] while another process holds it.
     pub fn new(config: &GatewayConfig, registry: SharedRegistry) -> Result<ModelSync, SyncError> {
+        Self::with_lock(config, registry, false)
+    }
+
+    /// [`ModelSync::new`], waiting for the cache lock instead of failing (the daemon:
+    /// an `edgegw models sync` in progress delays its start, never its data).
+    pub fn new_waiting(
+        config: &GatewayConfig,
+        registry: SharedRegistry,
+    ) -> Result<ModelSync, SyncError> {
+        Self::with_lock(config, registry, true)
+    }
+
+    fn with_lock(
+        config: &GatewayConfig,
+        registry: SharedRegistry,
+        wait: bool,
+    ) -> Result<ModelSync, SyncError> {
         let models = &config.models;
-        let cache = ModelCache::open(models.cache_dir(&config.gateway.state_dir))?;
+        let dir = models.cache_dir(&config.gateway.state_dir);
+        // Before `open`, which clears staging leftovers: only the writer may.
+        let lock = CacheLock::acquire(&dir, wait)?;
+        let cache = ModelCache::open(dir)?;
         let client = match &models.s3 {
             None => Err(SyncError::NotConfigured.to_string()),
             Some(s3) => S3Client::new(s3).map_err(|e| e.to_string()),
@@ -210,6 +235,7 @@ impl ModelSync {
             .filter_map(|d| d.model.clone().map(|p| (d.id.clone(), p)))
             .collect();
         Ok(ModelSync {
+            _lock: lock,
             client,
             prefix,
             max_bundle_bytes,
@@ -693,7 +719,7 @@ pub async fn start(config: &GatewayConfig, registry: &SharedRegistry) -> Option<
     let config = config.clone();
     let reg = registry.clone();
     let sync = tokio::task::spawn_blocking(move || {
-        let mut sync = ModelSync::new(&config, reg)?;
+        let mut sync = ModelSync::new_waiting(&config, reg)?;
         sync.load_cached();
         Ok::<_, SyncError>((sync, config))
     })

@@ -189,6 +189,28 @@ pub fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'s
     if !same(&old.logging, &new.logging) {
         changed.push("logging");
     }
+    // Parts of source sections that the upstreams also read, at start only: the
+    // cloud MQTT upstream's broker entry, and device locations (the `sensors` rows
+    // of the TimescaleDB upstream). The sources apply their part; the upstreams
+    // keep what they started with until a restart.
+    if let Some(up) = &new.upstreams.mqtt {
+        let entry = |c: &GatewayConfig| c.mqtt_brokers.get(&up.broker).map(|b| format!("{b:?}"));
+        if old.upstreams.mqtt.as_ref().map(|o| &o.broker) == Some(&up.broker)
+            && entry(old) != entry(new)
+        {
+            changed.push("mqtt_brokers (the broker of upstreams.mqtt)");
+        }
+    }
+    if new.upstreams.timescale.is_some() {
+        let moved = new.devices.iter().any(|d| {
+            old.devices
+                .iter()
+                .any(|o| o.id == d.id && o.location != d.location)
+        });
+        if moved {
+            changed.push("devices.location (sent by upstreams.timescale)");
+        }
+    }
     changed
 }
 
@@ -290,5 +312,33 @@ mod tests {
         b.http.listen = "127.0.0.1:1".into();
         b.outbox.max_size_mb += 1;
         assert_eq!(restart_only_changes(&a, &b), vec!["outbox", "http"]);
+    }
+
+    /// Source sections the upstreams also read at start: a reload applies them to
+    /// the sources and reports them as restart-only for the upstreams.
+    #[test]
+    fn broker_and_location_changes_the_upstreams_read_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = load(dir.path(), TCP).config;
+        a.upstreams = toml::from_str(
+            "[timescale]\nurl = \"postgres://edgegw@db/x\"\n[mqtt]\nbroker = \"cloud\"\n",
+        )
+        .unwrap();
+        a.mqtt_brokers =
+            toml::from_str("[cloud]\nhost = \"10.0.0.1\"\n[plant]\nhost = \"10.0.0.2\"\n").unwrap();
+        let mut b = a.clone();
+        // The plant broker is the sources' alone: the source group restarts, and
+        // nothing else needs to.
+        b.mqtt_brokers.get_mut("plant").unwrap().port = 1884;
+        assert!(restart_only_changes(&a, &b).is_empty());
+        b.mqtt_brokers.get_mut("cloud").unwrap().port = 8883;
+        b.devices[0].location = "Hall 2".into();
+        assert_eq!(
+            restart_only_changes(&a, &b),
+            vec![
+                "mqtt_brokers (the broker of upstreams.mqtt)",
+                "devices.location (sent by upstreams.timescale)"
+            ]
+        );
     }
 }

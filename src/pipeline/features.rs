@@ -299,7 +299,50 @@ pub struct Windower {
     pub restarts: u64,
 }
 
+/// What a [`Windower`] holds between windows: saved with the batch whose samples
+/// it holds (`Processor::take_state`), so that a waveform message acknowledged to
+/// its source is durable even while its samples wait for the next window.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowerState {
+    len: usize,
+    hop: usize,
+    sample_rate_hz: f64,
+    next_ts_us: Option<f64>,
+    buf_start: u64,
+    buf: Vec<f32>,
+    segments: Vec<(u64, f32)>,
+}
+
 impl Windower {
+    /// The samples not yet in a full window, and where the stream stands.
+    pub fn state(&self) -> WindowerState {
+        WindowerState {
+            len: self.len,
+            hop: self.hop,
+            sample_rate_hz: self.sample_rate_hz,
+            next_ts_us: self.next_ts_us,
+            buf_start: self.buf_start,
+            buf: self.buf.clone(),
+            segments: self.segments.iter().copied().collect(),
+        }
+    }
+
+    /// A windower that continues from a saved state; `None` when the state does not
+    /// hold together (then the channel starts with an empty window).
+    pub fn from_state(s: WindowerState) -> Option<Windower> {
+        let sane = s.len >= 2 && (1..=s.len).contains(&s.hop) && s.buf.len() < s.len;
+        sane.then(|| Windower {
+            len: s.len,
+            hop: s.hop,
+            buf: s.buf,
+            sample_rate_hz: s.sample_rate_hz,
+            next_ts_us: s.next_ts_us,
+            segments: s.segments.into(),
+            buf_start: s.buf_start,
+            restarts: 0,
+        })
+    }
+
     /// Windows of `len` samples, consecutive windows sharing `overlap` (0..0.95) of them.
     pub fn new(len: usize, overlap: f64) -> Windower {
         let len = len.max(2);

@@ -32,4 +32,6 @@ pub use settings::PipelineSettings;
 pub use validate::ChannelLimits;
 
 #[cfg(test)]
+mod durable_tests;
+#[cfg(test)]
 mod tests;

@@ -243,6 +243,8 @@ pub struct Processor {
     counters: ProcessorCounters,
     /// Channels that got readings since the last [`Processor::take_state`].
     touched: HashSet<Arc<str>>,
+    /// Channels whose windower took waveform samples since then.
+    touched_windows: HashSet<Arc<str>>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -282,6 +284,7 @@ impl Processor {
             model_input: Vec::new(),
             counters: ProcessorCounters::default(),
             touched: HashSet::new(),
+            touched_windows: HashSet::new(),
         }
     }
 
@@ -290,7 +293,13 @@ impl Processor {
     /// records these readings produced (`OutboxBatch::state`). After a crash a bucket
     /// then resumes from exactly the readings that were stored: none lost from it,
     /// none counted twice when a source redelivers (see `summary.rs`).
-    pub fn take_state(&mut self) -> Vec<(String, Vec<u8>)> {
+    ///
+    /// `with_windows`: also the samples each waveform channel fed since the last call
+    /// still holds short of a full window (for a batch its source will be told is
+    /// stored: an MQTT message is acknowledged after this commit, and must not be
+    /// lost while its samples wait in the windower). Sources that are not told
+    /// (polled Modbus blocks) skip this write.
+    pub fn take_state(&mut self, with_windows: bool) -> Vec<(String, Vec<u8>)> {
         let interval = self.settings.summary_interval_secs;
         let mut out = Vec::with_capacity(self.touched.len());
         for id in self.touched.drain() {
@@ -299,6 +308,18 @@ impl Processor {
             };
             match serde_json::to_vec(&bucket) {
                 Ok(bytes) => out.push((summary_key(&id, interval), bytes)),
+                Err(_) => self.counters.state_errors += 1,
+            }
+        }
+        for id in self.touched_windows.drain() {
+            let Some(w) = self.channels.get(&id).and_then(|ch| ch.windower.as_ref()) else {
+                continue;
+            };
+            if !with_windows {
+                continue;
+            }
+            match rmp_serde::to_vec(&w.state()) {
+                Ok(bytes) => out.push((window_key(&id), bytes)),
                 Err(_) => self.counters.state_errors += 1,
             }
         }
@@ -556,12 +577,24 @@ impl Processor {
                     tracing::warn!(key = %skey, error = %format!("{e:#}"), "Cannot load a summary bucket.");
                 }
             }
+            // The samples an acknowledged waveform message left short of a window.
+            let windower = match self.state.get(&window_key(&r.sensor_id)) {
+                Ok(Some(bytes)) => rmp_serde::from_slice(&bytes)
+                    .ok()
+                    .and_then(Windower::from_state),
+                Ok(None) => None,
+                Err(e) => {
+                    self.counters.state_errors += 1;
+                    tracing::warn!(sensor = %r.sensor_id, error = %format!("{e:#}"), "Cannot load a channel's pending waveform samples.");
+                    None
+                }
+            };
             self.channels.insert(
                 r.sensor_id.clone(),
                 ChannelState {
                     id,
                     validator: Validator::new(limits),
-                    windower: None,
+                    windower,
                     rolling: None,
                     time_window: None,
                     relative: None,
@@ -781,6 +814,11 @@ fn summary_record(id: &ChannelId, interval_secs: u32, b: &Bucket) -> SummaryReco
 
 fn summary_key(sensor_id: &str, interval_secs: u32) -> String {
     format!("summary/{interval_secs}/{sensor_id}")
+}
+
+/// State key of a channel's windower (samples short of a full window).
+fn window_key(sensor_id: &str) -> String {
+    format!("window/{sensor_id}")
 }
 
 /// State-store key of a channel's baseline (learning or learned).

@@ -90,6 +90,9 @@ impl Processor {
         if windower.len() != len || windower.hop() != Windower::hop_for(len, overlap) {
             *windower = Windower::new(len, overlap);
         }
+        if !self.touched_windows.contains(&r.sensor_id) {
+            self.touched_windows.insert(r.sensor_id.clone());
+        }
         let pending = &mut self.pending;
         windower.push(samples, fs, r.ts_us, quality, |w, meta| {
             let p = PhysicalParams {
