@@ -329,6 +329,11 @@ pub struct SummaryRecord {
     pub avg: f64,
     pub count: u64,
     pub last: f64,
+    /// The device of `sensor_id` (device ids may hold dots, so it cannot be split
+    /// back out of the sensor id). Last, with a default: summaries stored before it
+    /// existed decode with "" (see `outbox/encode.rs`).
+    #[serde(default)]
+    pub device: String,
 }
 
 #[cfg(test)]

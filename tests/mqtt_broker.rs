@@ -480,11 +480,21 @@ async fn payload_formats_give_exact_readings_and_malformed_ones_are_counted() {
             &format!("{pre}/wisense/+/+/data"),
         )],
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        sink2.len(),
-        0,
-        "no redelivery after everything was acknowledged"
+    // A barrier instead of a pause: the broker sends a session's queued messages
+    // before new ones, so when a fresh message arrives, any redelivery would have
+    // arrived before it.
+    let barrier = format!(r#"{{"ts":"{}","vrms":9.75}}"#, rfc3339(recent_us(1)));
+    until_subscribed(
+        SYSTEM_BROKER,
+        &format!("{pre}/wisense/base1/barrier/data"),
+        &sink2,
+        barrier.as_bytes(),
+    )
+    .await;
+    let got = sink2.wait_len(1).await;
+    assert!(
+        got.iter().all(|r| scalar(r).1 == 9.75),
+        "no redelivery after everything was acknowledged: {got:?}"
     );
     again.stop().await;
 }
@@ -530,14 +540,26 @@ async fn a_message_not_stored_is_redelivered_and_a_stored_one_is_not() {
         "2 redelivered after the reconnect, 1 not"
     );
     assert!(stats.error_count("disconnected") == 0, "no broker fault");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(sink.len(), n0 + 2, "nothing delivered twice once stored");
+    // Barrier: a duplicate of 2 would arrive before 3 (one session, in order).
+    publish(SYSTEM_BROKER, &topic, b"3", false);
+    let got = sink.wait_len(n0 + 3).await;
+    let values: Vec<f64> = got[n0..].iter().map(|r| scalar(r).1).collect();
+    assert_eq!(
+        values,
+        [1.0, 2.0, 3.0],
+        "nothing delivered twice once stored"
+    );
     run.stop().await;
 
-    // Nothing unacknowledged is left in the session.
+    // Nothing unacknowledged is left in the session: the first message a new
+    // connection gets is a fresh one (queued ones would come first).
     let (run, sink) = start(SYSTEM_BROKER, &client_id, vec![device("d", &prof, &topic)]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(sink.len(), 0);
+    until_subscribed(SYSTEM_BROKER, &topic, &sink, b"4").await;
+    let got = sink.wait_len(1).await;
+    assert!(
+        got.iter().all(|r| scalar(r).1 == 4.0),
+        "left in the session: {got:?}"
+    );
     run.stop().await;
 }
 

@@ -132,13 +132,19 @@ async fn a_full_outbox_pushes_back_until_forwarders_make_room() {
     })
     .await
     .expect("send");
-    // The writer holds the batch: no ack, and the channel (capacity 1) fills up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(committed.try_recv().is_err(), "not acked while full");
+    // The writer holds the batch: the next send waits until it took it, then the
+    // channel (capacity 1) stays full — observed, not waited for — and the held
+    // batch is neither acked nor stored.
     tx.send(OutboxBatch::default()).await.expect("one slot");
     assert!(
         tx.try_send(OutboxBatch::default()).is_err(),
         "the bounded channel pushes back on the pipeline"
+    );
+    assert!(committed.try_recv().is_err(), "not acked while full");
+    let stored = outbox.peek("a", usize::MAX).await.expect("peek");
+    assert!(
+        !stored.iter().any(|r| r.record == reading(i)),
+        "not stored while full"
     );
     // A forwarder drains: the held batch goes in, nothing was dropped.
     let pending = outbox.peek("a", usize::MAX).await.expect("peek");

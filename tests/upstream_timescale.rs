@@ -23,7 +23,10 @@ fn sink(url: &str) -> TimescaleSink {
     TimescaleSink::new(
         timescale_cfg(url),
         GATEWAY,
-        HashMap::from([("press".to_string(), "Hall 2".to_string())]),
+        HashMap::from([
+            ("press".to_string(), "Hall 2".to_string()),
+            ("line.2".to_string(), "Hall 3".to_string()),
+        ]),
     )
 }
 
@@ -164,6 +167,8 @@ async fn every_kind_lands_in_its_table_and_episodes_are_one_row() {
     ));
     records.push(summary("press.rms", bucket, 10.0, 100));
     records.push(summary("press.rms", bucket, 12.0, 200)); // same bucket, newer wins
+                                                           // A device id with a dot: a summary-only sensor gets its device's location.
+    records.push(summary("line.2.temp", bucket, 40.0, 10));
     records.push(alert(
         "press.vib",
         ep,
@@ -239,6 +244,17 @@ async fn every_kind_lands_in_its_table_and_episodes_are_one_row() {
         .as_deref(),
         Some("Hall 2")
     );
+    assert_eq!(
+        c.query_one(
+            "SELECT location FROM sensors WHERE sensor_id = 'line.2.temp'",
+            &[]
+        )
+        .await
+        .unwrap()
+        .get::<_, Option<String>>(0)
+        .as_deref(),
+        Some("Hall 3")
+    );
     // One alert row for the episode: opened, updated, resolved.
     let a = c
         .query_one(
@@ -254,7 +270,7 @@ async fn every_kind_lands_in_its_table_and_episodes_are_one_row() {
     // Summary upserted.
     let s = c
         .query_one(
-            "SELECT avg, count, max, min FROM sensor_readings_hourly",
+            "SELECT avg, count, max, min FROM sensor_readings_hourly WHERE sensor_id = 'press.rms'",
             &[],
         )
         .await

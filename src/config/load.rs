@@ -6,7 +6,7 @@
 use super::*;
 use crate::diag::{deserialize_all, Diagnostic, FieldPath, SourceFile};
 use crate::profiles::{self, LoadedProfile};
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Serialized};
 use figment::Figment;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -214,8 +214,21 @@ fn parse_with_overrides(file: &SourceFile, diags: &mut Vec<Diagnostic>) -> Optio
         return from_file;
     }
     // The file is fine on its own; now apply environment overrides.
+    // One TOML stack: the file is read by our `toml` (the same parser and version
+    // as the diagnostics), and figment only layers the environment over it (its own
+    // TOML provider would bring a second, older toml crate).
+    let table: toml::Table = match toml::from_str(file.text) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(file.diag(
+                &FieldPath::root(),
+                format!("cannot read the file again: {e}"),
+            ));
+            return None;
+        }
+    };
     let figment = Figment::new()
-        .merge(Toml::string(file.text))
+        .merge(Serialized::defaults(table))
         .merge(env_overrides(file));
     match figment.extract::<GatewayConfig>() {
         Ok(c) => Some(c),

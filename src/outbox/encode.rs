@@ -117,6 +117,7 @@ pub(crate) mod tests {
             avg: 25.25,
             count: 3600,
             last: 30.0,
+            device: "press-01".into(),
         })
     }
 

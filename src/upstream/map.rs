@@ -334,11 +334,43 @@ mod tests {
         assert_eq!(meta["record_key"], json!("gw1:abc:7"));
     }
 
+    /// The ids upstream are part of the contract: a change of the namespace or of
+    /// the names hashed would make every re-sent record a new row. Pinned to values
+    /// computed independently (Python's `uuid.uuid5` with the same namespace).
     #[test]
-    fn ids_are_deterministic() {
-        assert_eq!(correlation_id("a:b:1"), correlation_id("a:b:1"));
+    fn ids_are_pinned() {
+        assert_eq!(
+            NAMESPACE.to_string(),
+            "6d3c1a8e-4f0b-5c2d-9e71-0a4b8c5de6f7"
+        );
+        assert_eq!(
+            correlation_id("a:b:1").to_string(),
+            "a207db9b-774f-5bba-b624-2b47598131da"
+        );
         assert_ne!(correlation_id("a:b:1"), correlation_id("a:b:2"));
-        assert_eq!(sensor_uuid("x.y"), sensor_uuid("x.y"));
+        assert_eq!(
+            sensor_uuid("x.y").to_string(),
+            "6c72c1e7-7f94-5b71-baa0-ed340b44eb9c"
+        );
+        let alert = AlertRecord {
+            sensor_id: "pump7.vib".into(),
+            device: "pump7".into(),
+            channel: "vib".into(),
+            sensor_type: SensorType::Vibration,
+            anomaly_type: "bearing_wear".into(),
+            severity: 3,
+            confidence: 0.5,
+            description: String::new(),
+            evidence: json!({}),
+            recommended_actions: Vec::new(),
+            state: crate::record::AlertState::Open,
+            episode_us: 1_000_000,
+            ts_us: 2_000_000,
+        };
+        assert_eq!(
+            alert_id("gw1", &alert).to_string(),
+            "a56772c4-a43f-570f-82bc-018e2a7d1824"
+        );
         assert_eq!(gateway_of("gw-1:ep:5"), "gw-1");
     }
 

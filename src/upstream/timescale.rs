@@ -381,7 +381,14 @@ impl TimescaleSink {
                 }
                 Record::Summary(s) => {
                     if !self.known_sensors.contains(&s.sensor_id) {
-                        let device = s.sensor_id.split('.').next().unwrap_or("");
+                        // Summaries stored before the record had its device: the
+                        // sensor id up to its last dot, a best guess (channel names
+                        // may hold dots too).
+                        let device = if s.device.is_empty() {
+                            s.sensor_id.rsplit_once('.').map_or("", |(d, _)| d)
+                        } else {
+                            s.device.as_str()
+                        };
                         p.sensors
                             .entry(s.sensor_id.clone())
                             .or_insert_with(|| (s.sensor_type, location(device)));

@@ -56,6 +56,7 @@ pub fn alert(i: i64) -> Record {
 
 pub fn summary(i: i64) -> Record {
     Record::Summary(SummaryRecord {
+        device: String::new(),
         sensor_id: "press-01.temp".into(),
         sensor_type: SensorType::Temperature,
         unit: "degC".into(),

@@ -179,6 +179,7 @@ pub fn summary(sensor: &str, bucket_start_us: i64, avg: f64, count: u64) -> Reco
         avg,
         count,
         last: avg,
+        device: sensor.rsplit_once('.').map_or("", |(d, _)| d).into(),
     })
 }
 

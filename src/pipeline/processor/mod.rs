@@ -809,6 +809,7 @@ fn summary_record(id: &ChannelId, interval_secs: u32, b: &Bucket) -> SummaryReco
         avg: b.avg(),
         count: b.count,
         last: b.last,
+        device: id.device.to_string(),
     }
 }
 
