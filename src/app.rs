@@ -19,23 +19,28 @@
 //! ([`crate::ops::reload`]). The processor, the writer, the outbox and the upstream
 //! cursors keep running through it.
 //!
-//! The second half of this file wires operations around [`Gateway`]: systemd notify,
-//! the watchdog, reload, the status listener ([`run`]).
+//! [`run`] wires operations around [`Gateway`]: systemd notify, the watchdog, reload,
+//! the status listener; their side lives in `crate::ops::daemon`. The processor stage
+//! on its blocking thread is `crate::pipeline::stage`, the pipeline's state store in
+//! the outbox is `crate::outbox::OutboxState`.
 
 use crate::config::{GatewayConfig, Loaded};
 use crate::inference::{self, ModelRegistry, SharedRegistry};
+use crate::ops::daemon::{bind_status_listener, Ops};
 use crate::ops::reload::{self, GroupKey, GroupSpec, ReloadPlan};
+use crate::ops::watchdog::Watchdog;
 use crate::ops::Live;
-use crate::outbox::{run_writer, Outbox, OutboxBatch, OutboxHandle, WriterReport};
-use crate::pipeline::{ChannelLimits, Processor, ProcessorCounters, StateStore};
-use crate::record::{AlertRecord, Record};
+use crate::outbox::{run_writer, Outbox, OutboxBatch, OutboxHandle, OutboxState, WriterReport};
+use crate::pipeline::stage::{spawn_processor, Control};
+use crate::pipeline::{ChannelLimits, Processor, ProcessorCounters};
+use crate::record::AlertRecord;
 use crate::sources::{DeviceSpec, DeviceStats, SourceBatch};
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -131,20 +136,6 @@ pub fn upstream_names(config: &GatewayConfig) -> Vec<&'static str> {
         names.push("mqtt");
     }
     names
-}
-
-/// The pipeline's persistent state (fallback baselines, open summary buckets) lives
-/// in the outbox database, so it survives restarts with the data it belongs to.
-struct OutboxState(OutboxHandle);
-
-impl StateStore for OutboxState {
-    fn get(&mut self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self.0.blocking(|o| o.get_state(key))?)
-    }
-
-    fn put(&mut self, key: &str, value: &[u8]) -> anyhow::Result<()> {
-        Ok(self.0.blocking(|o| o.put_state(key, value))?)
-    }
 }
 
 /// Validation limits of every channel of a group's devices, from their profiles.
@@ -521,93 +512,6 @@ async fn stop_group(key: &GroupKey, mut g: RunningGroup) {
     }
 }
 
-/// Messages to the processor thread from reloads.
-enum Control {
-    /// Validation limits of a channel.
-    Limits(String, ChannelLimits),
-    /// Detection settings of a device.
-    Device(String, crate::pipeline::settings::DeviceDetection),
-}
-
-/// How often the processor thread applies baseline reset requests and publishes
-/// the channels' detection status.
-const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The processing stage on a blocking thread (FFT and inference are CPU work):
-/// batches in, records out, in order. Ends when every source sender is gone.
-fn spawn_processor(
-    mut processor: Processor,
-    mut rx: mpsc::Receiver<SourceBatch>,
-    control: std::sync::mpsc::Receiver<Control>,
-    tx: mpsc::Sender<OutboxBatch>,
-    alerts: broadcast::Sender<AlertRecord>,
-    live: Arc<Live>,
-) -> JoinHandle<(Processor, u64)> {
-    tokio::task::spawn_blocking(move || {
-        let mut batches = 0u64;
-        let mut last_housekeeping = Instant::now() - HOUSEKEEPING_INTERVAL;
-        while let Some(batch) = rx.blocking_recv() {
-            // Channels of devices a reload started, before their first batch.
-            while let Ok(c) = control.try_recv() {
-                match c {
-                    Control::Limits(sensor_id, limits) => {
-                        processor.register_channel(&sensor_id, limits)
-                    }
-                    Control::Device(id, d) => processor.configure_device(&id, d),
-                }
-            }
-            // `edgegw baseline reset` run next to the daemon, and the channel status
-            // for /metrics: a few seconds of delay are fine for both.
-            if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
-                last_housekeeping = Instant::now();
-                processor.apply_reset_requests();
-                live.pipeline
-                    .publish_channels(processor.channel_status(crate::record::now_us()));
-            }
-            batches += 1;
-            let started = Instant::now();
-            let records = processor.process(&batch.readings);
-            live.pipeline
-                .record(processor.counters(), started.elapsed());
-            for r in &records {
-                if let Record::Alert(a) = r {
-                    let _ = alerts.send(a.clone());
-                }
-            }
-            // The ack travels with the records made from its batch (or alone, when
-            // the batch only fed a window): the writer fires it after the commit.
-            let acks: Vec<_> = batch.ack.into_iter().collect();
-            // The open summary buckets go with the records, in one transaction; with
-            // an ack, also the waveform samples still short of a window, so that
-            // what the source is told is stored is stored (ARCHITECTURE.md).
-            let state = processor.take_state(!acks.is_empty());
-            if records.is_empty() && acks.is_empty() && state.is_empty() {
-                continue;
-            }
-            if tx
-                .blocking_send(OutboxBatch {
-                    records,
-                    acks,
-                    state,
-                })
-                .is_err()
-            {
-                tracing::error!("The outbox writer stopped early; processing ends");
-                break;
-            }
-        }
-        let rest = processor.flush();
-        if !rest.is_empty() {
-            let _ = tx.blocking_send(OutboxBatch {
-                records: rest,
-                acks: Vec::new(),
-                state: Vec::new(),
-            });
-        }
-        (processor, batches)
-    })
-}
-
 /// Waits for SIGTERM or SIGINT (for tools that run until stopped).
 pub async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -627,295 +531,14 @@ pub async fn wait_for_stop_signal() {
     }
 }
 
-/// `edgegw check --explain`: the Modbus read plan of every runnable device.
-pub fn explain_plans(loaded: &Loaded) -> String {
-    use crate::config::Transport;
-    let mut out = String::new();
-    for d in &loaded.runnable {
-        if !matches!(
-            d.transport(),
-            Some(Transport::ModbusTcp(_) | Transport::ModbusRtu(_))
-        ) {
-            continue;
-        }
-        let Some(p) = loaded.profiles.get(&reload::profile_key(d)) else {
-            continue;
-        };
-        out.push_str(&format!("\ndevice {} (profile {}):\n", d.id, p.name));
-        match crate::sources::modbus::plan_device(d, &p.profile) {
-            Ok(plan) => out.push_str(&crate::sources::modbus::explain(&plan)),
-            Err(e) => out.push_str(&format!("  cannot plan: {e}\n")),
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------
-// Operations wiring: systemd notify, watchdog, reload, status listener.
-// The data path above knows nothing of these; they only read `Live` and call
-// `Gateway::reload`.
+// Operations wiring: systemd notify, watchdog, reload, status listener, in
+// `crate::ops::daemon`. The data path above knows nothing of these; they only read
+// `Live` and call `Gateway::reload`.
 // ---------------------------------------------------------------------------------
-
-use crate::ops::metrics::{Metrics, Series};
-use crate::ops::notify::Notifier;
-use crate::ops::watchdog::{self, Verdict, Watchdog};
-
-/// The operations side of a running gateway.
-struct Ops {
-    notifier: Notifier,
-    /// `WatchdogSec=` as systemd passed it, when it is meant for us.
-    watchdog: Option<Duration>,
-    metrics: Metrics,
-    reload_ok: Series,
-    reload_invalid: Series,
-    reload_last_success: Series,
-    reload_last_time: Series,
-    reload_restart_needed: Series,
-    source_restarts: Series,
-    pings_sent: Series,
-    pings_withheld: Series,
-    /// Stops the probe loop and the listener.
-    cancel: CancellationToken,
-    probes: JoinHandle<()>,
-    listener: Option<JoinHandle<()>>,
-}
-
-impl Ops {
-    async fn start(
-        config: &GatewayConfig,
-        gateway: &Gateway,
-        listener: Option<(tokio::net::TcpListener, Option<Arc<str>>)>,
-    ) -> anyhow::Result<Ops> {
-        let notifier = Notifier::from_env().unwrap_or_else(|e| {
-            tracing::warn!("{e}; not notifying systemd");
-            Notifier::disabled()
-        });
-        let watchdog = crate::ops::notify::watchdog_interval();
-        let metrics = Metrics::new();
-        metrics.register(Arc::new(crate::ops::collect::LiveCollector(gateway.live())));
-        let reloads = metrics.counter(
-            "edgegw_reloads_total",
-            "Configuration reloads (SIGHUP) by result: ok, or invalid (kept the running config).",
-            &["result"],
-        );
-        let reload_last_success = metrics
-            .gauge(
-                "edgegw_reload_last_success",
-                "1 when the last reload was applied (or none was tried), 0 when it was invalid.",
-                &[],
-            )
-            .with(&[]);
-        reload_last_success.set(1.0);
-        let pings = metrics.counter(
-            "edgegw_watchdog_pings_total",
-            "systemd watchdog ticks by outcome: sent, or withheld because the pipeline is wedged.",
-            &["result"],
-        );
-        let cancel = CancellationToken::new();
-        let tx = gateway
-            .source_sender()
-            .context("the gateway has no source channel")?;
-        let probes = tokio::spawn(watchdog::run_probes(
-            tx,
-            gateway.live(),
-            watchdog::probe_period(watchdog),
-            cancel.clone(),
-        ));
-        let _ = config;
-        let listener = if let Some((l, token)) = listener {
-            tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-                auth = token.is_some(), "Status listener: /healthz /readyz /metrics");
-            let status = crate::ops::http::Status {
-                live: gateway.live(),
-                metrics: metrics.clone(),
-                outbox: gateway.outbox().clone(),
-                token,
-            };
-            Some(tokio::spawn(crate::ops::http::serve(
-                l,
-                status,
-                cancel.clone(),
-            )))
-        } else {
-            None
-        };
-        Ok(Ops {
-            notifier,
-            watchdog,
-            reload_ok: reloads.with(&["ok"]),
-            reload_invalid: reloads.with(&["invalid"]),
-            reload_last_success,
-            reload_last_time: metrics
-                .gauge(
-                    "edgegw_reload_last_timestamp_seconds",
-                    "Unix time of the last reload attempt; 0 = none.",
-                    &[],
-                )
-                .with(&[]),
-            reload_restart_needed: metrics
-                .gauge(
-                    "edgegw_reload_restart_needed",
-                    "1 when the config on disk changed sections that only a restart applies.",
-                    &[],
-                )
-                .with(&[]),
-            source_restarts: metrics
-                .counter(
-                    "edgegw_source_reload_restarts_total",
-                    "Source tasks stopped or started by reloads.",
-                    &["action"],
-                )
-                .with(&["restart"]),
-            pings_sent: pings.with(&["sent"]),
-            pings_withheld: pings.with(&["withheld"]),
-            metrics,
-            cancel,
-            probes,
-            listener,
-        })
-    }
-
-    /// SIGHUP: re-read config and profiles; apply a valid one, keep the running one
-    /// otherwise.
-    async fn reload(&self, path: &std::path::Path, gateway: &mut Gateway) {
-        self.notifier.reloading();
-        self.reload_last_time
-            .set(crate::record::now_us() as f64 / 1e6);
-        // The same rule as at start (`config::load`, `check --startup`): an error in
-        // the config file refuses the reload; a bad profile leaves out its devices.
-        let loaded = match crate::config::load(path) {
-            Ok(l) => l,
-            Err(diags) => {
-                self.invalid(path, &diags);
-                return;
-            }
-        };
-        for d in &loaded.diags {
-            if d.is_error() {
-                tracing::error!("{d}");
-            } else {
-                tracing::warn!("{d}");
-            }
-        }
-        let report = gateway.reload(&loaded).await;
-        let p = &report.plan;
-        let names = |keys: &[GroupKey]| {
-            keys.iter()
-                .map(|k| k.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        tracing::info!(
-            stopped = %names(&p.stop),
-            started = %names(&p.start),
-            unchanged = p.unchanged.len(),
-            "Reloaded {}",
-            path.display()
-        );
-        if !report.restart_needed.is_empty() {
-            tracing::warn!(
-                sections = %report.restart_needed.join(", "),
-                "These sections changed and apply only after a restart (systemctl restart edgegw)"
-            );
-        }
-        self.reload_ok.inc();
-        self.reload_last_success.set(1.0);
-        self.reload_restart_needed
-            .set(f64::from(u8::from(!report.restart_needed.is_empty())));
-        self.source_restarts
-            .add((p.stop.len() + p.start.len()) as u64);
-        self.notifier.ready(&format!(
-            "Reloaded: {} sources restarted or started, {} unchanged",
-            p.start.len(),
-            p.unchanged.len()
-        ));
-    }
-
-    fn invalid(&self, path: &std::path::Path, diags: &[crate::diag::Diagnostic]) {
-        let errors = diags.iter().filter(|d| d.is_error()).count();
-        for d in diags {
-            if d.is_error() {
-                tracing::error!("{d}");
-            } else {
-                tracing::warn!("{d}");
-            }
-        }
-        tracing::error!(
-            problems = errors,
-            "Reload refused: {} has errors; still running on the previous config",
-            path.display()
-        );
-        self.reload_invalid.inc();
-        self.reload_last_success.set(0.0);
-        self.notifier.ready(&format!(
-            "Reload refused ({errors} problems in {}); running on the previous config",
-            path.display()
-        ));
-    }
-
-    /// One watchdog tick (see `ops::watchdog` for the rules).
-    async fn watchdog_tick(&self, dog: &mut Watchdog, gateway: &Gateway) {
-        match dog.check(&gateway.live()) {
-            Verdict::Progress | Verdict::Busy => {
-                self.notifier.watchdog();
-                self.pings_sent.inc();
-            }
-            Verdict::Stalled { since } => {
-                let wait = self
-                    .watchdog
-                    .map(|w| w / 4)
-                    .unwrap_or(Duration::from_secs(5));
-                let full = match tokio::time::timeout(wait, gateway.outbox().stats()).await {
-                    Ok(Ok(s)) => watchdog::outbox_full(&s),
-                    _ => false,
-                };
-                if full {
-                    self.notifier.watchdog();
-                    self.pings_sent.inc();
-                    self.notifier
-                        .status("Outbox full: holding data and retrying; sources are pushed back");
-                } else {
-                    self.pings_withheld.inc();
-                    tracing::error!(
-                        stalled_secs = since.as_secs_f64(),
-                        "The pipeline made no progress; withholding the watchdog ping so systemd restarts the gateway"
-                    );
-                    self.notifier.status(&format!(
-                        "Pipeline wedged for {} s: watchdog ping withheld",
-                        since.as_secs()
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Stops probes (they hold a source sender) and the listener.
-    async fn stop(self) {
-        self.cancel.cancel();
-        let _ = self.probes.await;
-        if let Some(l) = self.listener {
-            let _ = l.await;
-        }
-        drop(self.metrics);
-    }
-}
 
 /// `edgegw run`: start, notify systemd, serve status, reload on SIGHUP, ping the
 /// watchdog while the pipeline makes progress; on SIGTERM/SIGINT shut down in order.
-/// Binds the status listener and resolves its token (None when `[http]` is off).
-async fn bind_status_listener(
-    http: &crate::config::HttpConfig,
-) -> anyhow::Result<Option<(tokio::net::TcpListener, Option<Arc<str>>)>> {
-    if !http.enabled {
-        return Ok(None);
-    }
-    let l = crate::ops::http::bind(http).await.context(
-        "not starting: free the port, choose another http.listen, or set http.enabled = false",
-    )?;
-    let token = crate::ops::http::token(http, &l).context("not starting")?;
-    Ok(Some((l, token)))
-}
-
 pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;

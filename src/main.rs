@@ -238,7 +238,7 @@ fn main() -> ExitCode {
             print_diags(&report.diags);
             if explain {
                 if let Ok(loaded) = config::load(&config) {
-                    print!("{}", edgegw::app::explain_plans(&loaded));
+                    print!("{}", edgegw::sources::modbus::explain::plans(&loaded));
                 }
             }
             let errors = report.errors();

@@ -3,6 +3,8 @@
 //! - [`http`]: the status and metrics listener (`/healthz`, `/readyz`, `/metrics`).
 //! - [`metrics`]: the registry and the Prometheus text writer; [`collect`] turns the
 //!   live counters of sources, pipeline, models and outbox into metric families.
+//! - `daemon`: the ops side of the running gateway (reload handling, watchdog ticks,
+//!   reload and watchdog metrics, the status listener's binding), driven by `app::run`.
 //! - [`notify`]: `sd_notify` (READY, RELOADING, STOPPING, WATCHDOG, STATUS).
 //! - [`reload`]: which source tasks a new config restarts.
 //! - [`watchdog`]: liveness probes and when to ping the systemd watchdog.
@@ -13,6 +15,7 @@
 
 pub mod baseline;
 pub mod collect;
+pub(crate) mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod notify;

@@ -23,6 +23,7 @@ pub mod processor;
 pub mod relative;
 pub mod rolling;
 pub mod settings;
+pub(crate) mod stage;
 pub mod summary;
 pub mod validate;
 

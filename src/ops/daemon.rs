@@ -1,0 +1,274 @@
+//! The operations side of a running gateway ([`Ops`]): systemd notify, the watchdog
+//! ticks, reload on SIGHUP (re-read and check the config, apply it with
+//! [`Gateway::reload`], count and report the outcome), the reload and watchdog metric
+//! series, and the status listener ([`bind_status_listener`], then served until
+//! stopped). `app::run` drives it from its signal loop.
+//!
+//! The data path knows nothing of this: it only reads `Live` and calls
+//! `Gateway::reload`.
+
+use crate::app::Gateway;
+use crate::config::GatewayConfig;
+use crate::ops::metrics::{Metrics, Series};
+use crate::ops::notify::Notifier;
+use crate::ops::reload::GroupKey;
+use crate::ops::watchdog::{self, Verdict, Watchdog};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The operations side of a running gateway.
+pub(crate) struct Ops {
+    pub(crate) notifier: Notifier,
+    /// `WatchdogSec=` as systemd passed it, when it is meant for us.
+    pub(crate) watchdog: Option<Duration>,
+    metrics: Metrics,
+    reload_ok: Series,
+    reload_invalid: Series,
+    reload_last_success: Series,
+    reload_last_time: Series,
+    reload_restart_needed: Series,
+    source_restarts: Series,
+    pings_sent: Series,
+    pings_withheld: Series,
+    /// Stops the probe loop and the listener.
+    cancel: CancellationToken,
+    probes: JoinHandle<()>,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Ops {
+    pub(crate) async fn start(
+        config: &GatewayConfig,
+        gateway: &Gateway,
+        listener: Option<(tokio::net::TcpListener, Option<Arc<str>>)>,
+    ) -> anyhow::Result<Ops> {
+        let notifier = Notifier::from_env().unwrap_or_else(|e| {
+            tracing::warn!("{e}; not notifying systemd");
+            Notifier::disabled()
+        });
+        let watchdog = crate::ops::notify::watchdog_interval();
+        let metrics = Metrics::new();
+        metrics.register(Arc::new(crate::ops::collect::LiveCollector(gateway.live())));
+        let reloads = metrics.counter(
+            "edgegw_reloads_total",
+            "Configuration reloads (SIGHUP) by result: ok, or invalid (kept the running config).",
+            &["result"],
+        );
+        let reload_last_success = metrics
+            .gauge(
+                "edgegw_reload_last_success",
+                "1 when the last reload was applied (or none was tried), 0 when it was invalid.",
+                &[],
+            )
+            .with(&[]);
+        reload_last_success.set(1.0);
+        let pings = metrics.counter(
+            "edgegw_watchdog_pings_total",
+            "systemd watchdog ticks by outcome: sent, or withheld because the pipeline is wedged.",
+            &["result"],
+        );
+        let cancel = CancellationToken::new();
+        let tx = gateway
+            .source_sender()
+            .context("the gateway has no source channel")?;
+        let probes = tokio::spawn(watchdog::run_probes(
+            tx,
+            gateway.live(),
+            watchdog::probe_period(watchdog),
+            cancel.clone(),
+        ));
+        let _ = config;
+        let listener = if let Some((l, token)) = listener {
+            tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                auth = token.is_some(), "Status listener: /healthz /readyz /metrics");
+            let status = crate::ops::http::Status {
+                live: gateway.live(),
+                metrics: metrics.clone(),
+                outbox: gateway.outbox().clone(),
+                token,
+            };
+            Some(tokio::spawn(crate::ops::http::serve(
+                l,
+                status,
+                cancel.clone(),
+            )))
+        } else {
+            None
+        };
+        Ok(Ops {
+            notifier,
+            watchdog,
+            reload_ok: reloads.with(&["ok"]),
+            reload_invalid: reloads.with(&["invalid"]),
+            reload_last_success,
+            reload_last_time: metrics
+                .gauge(
+                    "edgegw_reload_last_timestamp_seconds",
+                    "Unix time of the last reload attempt; 0 = none.",
+                    &[],
+                )
+                .with(&[]),
+            reload_restart_needed: metrics
+                .gauge(
+                    "edgegw_reload_restart_needed",
+                    "1 when the config on disk changed sections that only a restart applies.",
+                    &[],
+                )
+                .with(&[]),
+            source_restarts: metrics
+                .counter(
+                    "edgegw_source_reload_restarts_total",
+                    "Source tasks stopped or started by reloads.",
+                    &["action"],
+                )
+                .with(&["restart"]),
+            pings_sent: pings.with(&["sent"]),
+            pings_withheld: pings.with(&["withheld"]),
+            metrics,
+            cancel,
+            probes,
+            listener,
+        })
+    }
+
+    /// SIGHUP: re-read config and profiles; apply a valid one, keep the running one
+    /// otherwise.
+    pub(crate) async fn reload(&self, path: &std::path::Path, gateway: &mut Gateway) {
+        self.notifier.reloading();
+        self.reload_last_time
+            .set(crate::record::now_us() as f64 / 1e6);
+        // The same rule as at start (`config::load`, `check --startup`): an error in
+        // the config file refuses the reload; a bad profile leaves out its devices.
+        let loaded = match crate::config::load(path) {
+            Ok(l) => l,
+            Err(diags) => {
+                self.invalid(path, &diags);
+                return;
+            }
+        };
+        for d in &loaded.diags {
+            if d.is_error() {
+                tracing::error!("{d}");
+            } else {
+                tracing::warn!("{d}");
+            }
+        }
+        let report = gateway.reload(&loaded).await;
+        let p = &report.plan;
+        let names = |keys: &[GroupKey]| {
+            keys.iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        tracing::info!(
+            stopped = %names(&p.stop),
+            started = %names(&p.start),
+            unchanged = p.unchanged.len(),
+            "Reloaded {}",
+            path.display()
+        );
+        if !report.restart_needed.is_empty() {
+            tracing::warn!(
+                sections = %report.restart_needed.join(", "),
+                "These sections changed and apply only after a restart (systemctl restart edgegw)"
+            );
+        }
+        self.reload_ok.inc();
+        self.reload_last_success.set(1.0);
+        self.reload_restart_needed
+            .set(f64::from(u8::from(!report.restart_needed.is_empty())));
+        self.source_restarts
+            .add((p.stop.len() + p.start.len()) as u64);
+        self.notifier.ready(&format!(
+            "Reloaded: {} sources restarted or started, {} unchanged",
+            p.start.len(),
+            p.unchanged.len()
+        ));
+    }
+
+    fn invalid(&self, path: &std::path::Path, diags: &[crate::diag::Diagnostic]) {
+        let errors = diags.iter().filter(|d| d.is_error()).count();
+        for d in diags {
+            if d.is_error() {
+                tracing::error!("{d}");
+            } else {
+                tracing::warn!("{d}");
+            }
+        }
+        tracing::error!(
+            problems = errors,
+            "Reload refused: {} has errors; still running on the previous config",
+            path.display()
+        );
+        self.reload_invalid.inc();
+        self.reload_last_success.set(0.0);
+        self.notifier.ready(&format!(
+            "Reload refused ({errors} problems in {}); running on the previous config",
+            path.display()
+        ));
+    }
+
+    /// One watchdog tick (see `ops::watchdog` for the rules).
+    pub(crate) async fn watchdog_tick(&self, dog: &mut Watchdog, gateway: &Gateway) {
+        match dog.check(&gateway.live()) {
+            Verdict::Progress | Verdict::Busy => {
+                self.notifier.watchdog();
+                self.pings_sent.inc();
+            }
+            Verdict::Stalled { since } => {
+                let wait = self
+                    .watchdog
+                    .map(|w| w / 4)
+                    .unwrap_or(Duration::from_secs(5));
+                let full = match tokio::time::timeout(wait, gateway.outbox().stats()).await {
+                    Ok(Ok(s)) => watchdog::outbox_full(&s),
+                    _ => false,
+                };
+                if full {
+                    self.notifier.watchdog();
+                    self.pings_sent.inc();
+                    self.notifier
+                        .status("Outbox full: holding data and retrying; sources are pushed back");
+                } else {
+                    self.pings_withheld.inc();
+                    tracing::error!(
+                        stalled_secs = since.as_secs_f64(),
+                        "The pipeline made no progress; withholding the watchdog ping so systemd restarts the gateway"
+                    );
+                    self.notifier.status(&format!(
+                        "Pipeline wedged for {} s: watchdog ping withheld",
+                        since.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Stops probes (they hold a source sender) and the listener.
+    pub(crate) async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.probes.await;
+        if let Some(l) = self.listener {
+            let _ = l.await;
+        }
+        drop(self.metrics);
+    }
+}
+
+/// Binds the status listener and resolves its token (None when `[http]` is off).
+pub(crate) async fn bind_status_listener(
+    http: &crate::config::HttpConfig,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, Option<Arc<str>>)>> {
+    if !http.enabled {
+        return Ok(None);
+    }
+    let l = crate::ops::http::bind(http).await.context(
+        "not starting: free the port, choose another http.listen, or set http.enabled = false",
+    )?;
+    let token = crate::ops::http::token(http, &l).context("not starting")?;
+    Ok(Some((l, token)))
+}
