@@ -16,5 +16,6 @@ pub mod pipeline;
 pub mod profiles;
 pub mod record;
 pub mod replay;
+pub mod retry;
 pub mod sources;
 pub mod upstream;

@@ -20,6 +20,7 @@ use super::error::OutboxError;
 use super::handle::OutboxHandle;
 use super::settings::OutboxSettings;
 use crate::record::Record;
+use crate::retry::Backoff;
 use crate::sources::Ack;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,7 +153,7 @@ async fn commit(
     notify: &Notify,
     report: &mut WriterReport,
 ) {
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
     let mut failures: u32 = 0;
     let mut give_up_at: Option<Instant> = None;
     loop {
@@ -215,14 +216,14 @@ async fn commit(
                         return;
                     }
                 }
+                let delay = backoff.next_delay();
                 match give_up_at {
                     Some(d) => {
-                        tokio::time::sleep(backoff.min(d.saturating_duration_since(Instant::now())))
+                        tokio::time::sleep(delay.min(d.saturating_duration_since(Instant::now())))
                             .await
                     }
-                    None => tokio::time::sleep(backoff).await,
+                    None => tokio::time::sleep(delay).await,
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }

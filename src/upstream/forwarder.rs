@@ -16,6 +16,7 @@ use super::{Outcome, Sink, UpstreamError};
 use crate::config::Delivery;
 use crate::outbox::OutboxHandle;
 use crate::record::now_us;
+use crate::retry::{sleep_or_cancel, Backoff, TokenBucket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,59 +32,6 @@ pub struct ForwarderReport {
     pub failed_batches: u64,
 }
 
-/// Token bucket over records: `rate` per second, bursts of up to one second's worth
-/// (or one batch, if larger). Debt is allowed, so a batch bigger than the bucket
-/// waits exactly as long as its size needs.
-struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64) -> TokenBucket {
-        TokenBucket {
-            rate,
-            tokens: rate,
-            last: Instant::now(),
-        }
-    }
-
-    /// How long to wait before sending `n` records (zero when unlimited).
-    fn take(&mut self, n: usize) -> Duration {
-        if self.rate <= 0.0 {
-            return Duration::ZERO;
-        }
-        let now = Instant::now();
-        let cap = self.rate.max(n as f64);
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(cap);
-        self.last = now;
-        self.tokens -= n as f64;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
-        }
-    }
-}
-
-/// A random 50..100 % of `d` ("equal jitter").
-fn jittered(d: Duration) -> Duration {
-    d.mul_f64(0.5 + fastrand::f64() * 0.5)
-}
-
-/// Sleeps unless cancelled first; returns false when cancelled.
-async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
-    if d.is_zero() {
-        return !cancel.is_cancelled();
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = cancel.cancelled() => false,
-    }
-}
-
 /// Runs one upstream until `cancel` fires. `notify` is the outbox writer's wake-up.
 pub async fn run_forwarder<S: Sink>(
     mut sink: S,
@@ -95,12 +43,14 @@ pub async fn run_forwarder<S: Sink>(
 ) -> ForwarderReport {
     let name = sink.name();
     let mut report = ForwarderReport::default();
-    let mut bucket = TokenBucket::new(delivery.drain_rate_per_s);
+    // Starts full: one second's worth at once.
+    let mut bucket = TokenBucket::new(delivery.drain_rate_per_s, delivery.drain_rate_per_s);
     let idle = Duration::from_millis(delivery.idle_poll_ms.max(1));
-    let backoff_initial = Duration::from_millis(delivery.backoff_initial_ms.max(1));
-    let backoff_max = Duration::from_millis(delivery.backoff_max_ms).max(backoff_initial);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(delivery.backoff_initial_ms.max(1)),
+        Duration::from_millis(delivery.backoff_max_ms),
+    );
     let timeout = Duration::from_millis(delivery.timeout_ms);
-    let mut backoff = backoff_initial;
     let mut failures: u32 = 0;
     let mut breaker_until: Option<Instant> = None;
     tracing::info!(upstream = name, "Forwarder started");
@@ -115,7 +65,7 @@ pub async fn run_forwarder<S: Sink>(
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(upstream = name, error = %e, "Cannot read the outbox");
-                if !sleep_or_cancel(idle, &cancel).await {
+                if sleep_or_cancel(idle, &cancel).await.cancelled() {
                     break;
                 }
                 continue;
@@ -153,7 +103,7 @@ pub async fn run_forwarder<S: Sink>(
             }
             tracing::info!(upstream = name, "Circuit half-open: trying one batch");
         }
-        if !sleep_or_cancel(bucket.take(n), &cancel).await {
+        if sleep_or_cancel(bucket.take(n), &cancel).await.cancelled() {
             break;
         }
 
@@ -223,7 +173,7 @@ pub async fn run_forwarder<S: Sink>(
                     );
                 }
                 failures = 0;
-                backoff = backoff_initial;
+                backoff.reset();
                 breaker_until = None;
                 metrics.breaker_open.store(false, Ordering::Relaxed);
             }
@@ -247,10 +197,12 @@ pub async fn run_forwarder<S: Sink>(
                     }
                     metrics.breaker_open.store(true, Ordering::Relaxed);
                     breaker_until = Some(Instant::now() + open);
-                } else if !sleep_or_cancel(jittered(backoff), &cancel).await {
+                } else if sleep_or_cancel(backoff.next_delay(), &cancel)
+                    .await
+                    .cancelled()
+                {
                     break;
                 }
-                backoff = (backoff * 2).min(backoff_max);
             }
         }
     }
@@ -261,28 +213,4 @@ pub async fn run_forwarder<S: Sink>(
         "Forwarder stopped"
     );
     report
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_bucket_paces_batches() {
-        let mut b = TokenBucket::new(100.0);
-        // A full bucket lets one second's worth through at once.
-        assert_eq!(b.take(100), Duration::ZERO);
-        // The next 50 need half a second.
-        let w = b.take(50);
-        assert!((w.as_secs_f64() - 0.5).abs() < 0.05, "{w:?}");
-        assert_eq!(TokenBucket::new(0.0).take(1_000_000), Duration::ZERO);
-    }
-
-    #[test]
-    fn jitter_stays_within_half_to_full() {
-        for _ in 0..100 {
-            let j = jittered(Duration::from_millis(1000));
-            assert!(j >= Duration::from_millis(500) && j <= Duration::from_millis(1000));
-        }
-    }
 }

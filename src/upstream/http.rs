@@ -13,6 +13,7 @@ use super::map;
 use super::{Outcome, Sink, UpstreamError};
 use crate::config::HttpUpstream;
 use crate::record::{now_us, Record, StoredRecord};
+use crate::retry::TokenBucket;
 use futures_util::stream::{self, StreamExt};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -29,37 +30,6 @@ enum Answer {
     Retry(String),
 }
 
-/// Token bucket for requests (burst of one second's worth).
-struct Pace {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Pace {
-    fn new(rate: f64) -> Pace {
-        Pace {
-            rate,
-            tokens: 1.0,
-            last: Instant::now(),
-        }
-    }
-
-    /// When the next request may start.
-    fn next_slot(&mut self) -> Instant {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate)
-            .min(self.rate.max(1.0));
-        self.last = now;
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            now
-        } else {
-            now + Duration::from_secs_f64(-self.tokens / self.rate)
-        }
-    }
-}
-
 /// The HTTP ingest sink.
 pub struct HttpSink {
     cfg: HttpUpstream,
@@ -67,13 +37,14 @@ pub struct HttpSink {
     endpoint: String,
     client: Option<reqwest::Client>,
     api_key: Option<String>,
-    pace: Pace,
+    /// Requests per second (starts with one token; one second's worth at most).
+    pace: TokenBucket,
 }
 
 impl HttpSink {
     pub fn new(cfg: HttpUpstream, gateway: &str) -> HttpSink {
         let endpoint = format!("{}{}", cfg.url.trim_end_matches('/'), INGEST_PATH);
-        let pace = Pace::new(cfg.rate_per_s);
+        let pace = TokenBucket::new(cfg.rate_per_s, 1.0);
         HttpSink {
             cfg,
             gateway: gateway.to_string(),
@@ -230,7 +201,7 @@ impl Sink for HttpSink {
                     Some(reason) => Plan::Refuse(reason),
                     None => Plan::Send(
                         map::record_json(rec, &self.gateway).to_string(),
-                        self.pace.next_slot(),
+                        Instant::now() + self.pace.take(1),
                     ),
                 },
                 _ => Plan::Skip,

@@ -105,34 +105,7 @@ pub async fn timed_read(
     }
 }
 
-/// Jittered exponential back-off: `min` doubling up to `max`, ±20 %.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    /// The delay to wait now; doubles the following one.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        base.mul_f64(0.8 + 0.4 * fastrand::f64())
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
+pub use crate::retry::Backoff;
 
 /// Keeps the silence the RTU spec asks for between frames on a bus.
 #[derive(Debug)]
@@ -526,24 +499,5 @@ mod tests {
         assert_eq!(warnings, 1);
         assert_eq!(exception_news(Some(2), 3), Changed);
         assert_eq!(exception_news(Some(2), 2), Same);
-    }
-
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-        let mut bases = Vec::new();
-        for _ in 0..12 {
-            bases.push(b.next_delay());
-        }
-        let expect = [250u64, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000];
-        for (d, e) in bases.iter().zip(expect) {
-            let ms = d.as_millis() as u64;
-            assert!(ms >= e * 8 / 10 && ms <= e * 12 / 10, "{ms} vs {e}");
-        }
-        b.reset();
-        let ms = b.next_delay().as_millis();
-        assert!((200..=300).contains(&ms), "{ms}");
     }
 }

@@ -9,9 +9,9 @@
 //! port that cannot be opened or fails is reopened with back-off.
 
 use super::poll::{send, Backoff, DeviceRunner, Pacer, RequestError};
-use super::tcp::sleep_or_cancel;
 use super::ModbusError;
 use crate::config::{FlowControl, Parity, SerialPortConfig};
+use crate::retry::sleep_or_cancel;
 use crate::sources::{DeviceSpec, SourceBatch};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -116,7 +116,7 @@ pub async fn run_rtu_bus(
                     tracing::warn!(port = %port_name, path = %port.path.display(), error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot open Modbus RTU serial port; retrying with back-off.");
                     reported_down = true;
                 }
-                if sleep_or_cancel(delay, &cancel).await {
+                if sleep_or_cancel(delay, &cancel).await.cancelled() {
                     break;
                 }
                 continue;
@@ -197,7 +197,10 @@ pub async fn run_rtu_bus(
                 .store(false, Ordering::Relaxed);
         }
         drop(ctx);
-        if sleep_or_cancel(port_backoff.next_delay(), &cancel).await {
+        if sleep_or_cancel(port_backoff.next_delay(), &cancel)
+            .await
+            .cancelled()
+        {
             break;
         }
     }

@@ -9,6 +9,7 @@
 
 use super::poll::{send, Backoff, DeviceRunner};
 use super::ModbusError;
+use crate::retry::sleep_or_cancel;
 use crate::sources::{DeviceSpec, SourceBatch};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -72,7 +73,7 @@ pub async fn run_tcp(
                 } else {
                     tracing::debug!(device = %id, target = %target, error = %e, retry_in_ms = delay.as_millis() as u64, "Modbus TCP connect failed again.");
                 }
-                if sleep_or_cancel(delay, &cancel).await {
+                if sleep_or_cancel(delay, &cancel).await.cancelled() {
                     break;
                 }
                 continue;
@@ -117,20 +118,12 @@ pub async fn run_tcp(
         // Drop the connection before waiting, so the device sees it closed.
         drop(ctx);
         runner.defer_until(Instant::now() + delay);
-        if sleep_or_cancel(delay, &cancel).await {
+        if sleep_or_cancel(delay, &cancel).await.cancelled() {
             break;
         }
     }
     stats.connected.store(false, Ordering::Relaxed);
     Ok(())
-}
-
-/// Sleeps `d`; true when cancelled first.
-pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
 }
 
 /// Resolves `target` and connects within `timeout`, with Nagle off (one small

@@ -1,4 +1,4 @@
-//! Small helpers the serial and MQTT sources share: jittered exponential backoff,
+//! Small helpers the serial and MQTT sources share (with [`crate::retry::Backoff`]):
 //! a log rate limiter and byte escaping for log lines. Pure, no I/O.
 //!
 //! They live here because the serial source needed them first; nothing in them is
@@ -8,42 +8,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-/// Jittered exponential backoff: each delay is drawn from `[d/2, d]`, and `d`
-/// doubles up to `max`. The jitter keeps a fleet of gateways from reconnecting in
-/// lockstep after a broker restart.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    /// First (and after `reset`) upper bound of the delay.
-    initial: Duration,
-    /// Largest upper bound: how long a gateway waits at most between attempts.
-    max: Duration,
-    /// Upper bound of the next delay.
-    current: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max: max.max(initial),
-            current: initial,
-        }
-    }
-
-    /// The delay before the next attempt.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let half = d / 2;
-        let jitter_ns = fastrand::u64(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
-        half + Duration::from_nanos(jitter_ns)
-    }
-
-    /// After a success: start again from the initial delay.
-    pub(crate) fn reset(&mut self) {
-        self.current = self.initial;
-    }
-}
+pub(crate) use crate::retry::Backoff;
 
 /// Decides whether a log line for `key` may be written now: the first occurrence
 /// always, then at most once per `every`, reporting how many were suppressed in
@@ -112,22 +77,6 @@ pub(crate) fn escape_bytes(bytes: &[u8], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let bounds = [100, 200, 400, 800, 800, 800];
-        for hi in bounds {
-            let d = b.next_delay();
-            assert!(
-                d >= Duration::from_millis(hi / 2) && d <= Duration::from_millis(hi),
-                "{d:?} not in [{}, {hi}] ms",
-                hi / 2
-            );
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn limiter_logs_first_then_once_per_interval_with_the_suppressed_count() {
