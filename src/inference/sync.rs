@@ -23,16 +23,18 @@
 use super::cache::{compare_versions, BundleRef, CacheError, CacheLock, CacheState, ModelCache};
 use super::registry::fallback_chain;
 use super::s3::{Fetched, S3Client, S3Error};
-use super::{Manifest, ModelBundle, ModelRegistry, SharedRegistry};
+use super::{ModelBundle, ModelRegistry, SharedRegistry};
 use crate::config::{GatewayConfig, ModelPin};
 use crate::record::SensorType;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+
+mod download;
+mod task;
+
+pub use task::{start, ModelSyncHandle};
 
 /// The index is small; anything bigger is not an index.
 const MAX_INDEX_BYTES: u64 = 1 << 20;
@@ -368,15 +370,6 @@ impl ModelSync {
             .join(", ")
     }
 
-    fn key(&self, r: &BundleRef, file: &str) -> String {
-        let rel = format!("{}/{}/{file}", r.name, r.version);
-        if self.prefix.is_empty() {
-            rel
-        } else {
-            format!("{}/{rel}", self.prefix)
-        }
-    }
-
     fn index_key(&self) -> String {
         if self.prefix.is_empty() {
             "index.json".into()
@@ -539,225 +532,6 @@ impl ModelSync {
         v.sort();
         v
     }
-
-    /// The bundle from the cache, else downloaded, checked and installed.
-    async fn obtain(&mut self, r: &BundleRef) -> Result<Arc<ModelBundle>, Failure> {
-        if self.cache.contains(r) {
-            let cache = self.cache.clone();
-            let rc = r.clone();
-            match blocking(move || cache.load(&rc)).await {
-                Ok(b) => return Ok(Arc::new(b)),
-                Err(e) => {
-                    tracing::warn!(bundle = %r, error = %e, "Cached model bundle fails its checks; downloading it again.");
-                    self.cache.remove(r);
-                }
-            }
-        }
-        let Ok(client) = self.client.as_ref() else {
-            return Err(Failure::Transient(SyncError::NotConfigured.to_string()));
-        };
-        let staging = self
-            .cache
-            .staging()
-            .map_err(|e| Failure::Transient(e.to_string()))?;
-        let s3 = |e: S3Error| {
-            if e.is_transient() {
-                Failure::Transient(e.to_string())
-            } else {
-                Failure::Rejected(e.to_string())
-            }
-        };
-        let manifest_key = self.key(r, "manifest.json");
-        let manifest = match client.get(&manifest_key, None, MAX_MANIFEST_BYTES).await {
-            Ok(Fetched::Object { bytes, .. }) => bytes,
-            Ok(Fetched::NotModified) => {
-                return Err(Failure::Transient("unexpected 304 for the manifest".into()))
-            }
-            Err(e) => return Err(s3(e)),
-        };
-        // Fail early (before the model download) on a bad manifest.
-        let m = Manifest::parse(
-            &format!("s3://{}/{manifest_key}", client.bucket()),
-            &manifest,
-        )
-        .map_err(|e| Failure::Rejected(e.to_string()))?;
-        if m.name != r.name || m.version != r.version {
-            return Err(Failure::Rejected(format!(
-                "its manifest says {}@{}",
-                m.name, m.version
-            )));
-        }
-        let manifest_path = staging.path().join("manifest.json");
-        std::fs::write(&manifest_path, &manifest).map_err(|e| {
-            Failure::Transient(format!("cannot write {}: {e}", manifest_path.display()))
-        })?;
-        let onnx_key = self.key(r, "model.onnx");
-        let size = client
-            .get_to_file(
-                &onnx_key,
-                &staging.path().join("model.onnx"),
-                self.max_bundle_bytes,
-            )
-            .await
-            .map_err(s3)?;
-        // Every check (sha256, tract load, shapes, the example) before it enters the cache.
-        let dir = staging.path().to_path_buf();
-        blocking(move || ModelBundle::load_dir(&dir))
-            .await
-            .map_err(|e| Failure::Rejected(e.to_string()))?;
-        self.cache
-            .install(staging, r)
-            .map_err(|e| Failure::Transient(e.to_string()))?;
-        bump(&self.counters.installed);
-        tracing::info!(bundle = %r, bytes = size, "Model bundle downloaded, checked and cached.");
-        let cache = self.cache.clone();
-        let rc = r.clone();
-        blocking(move || cache.load(&rc))
-            .await
-            .map(Arc::new)
-            .map_err(|e| Failure::Rejected(e.to_string()))
-    }
-
-    /// Runs syncs at the configured interval (jittered) and on request until
-    /// cancelled. The first sync starts at once.
-    pub fn spawn(self, interval: Duration, cancel: CancellationToken) -> ModelSyncHandle {
-        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<SyncReport, SyncError>>>(4);
-        let counters = self.counters.clone();
-        let token = cancel.clone();
-        let mut sync = self;
-        let join = tokio::spawn(async move {
-            // The first sync at once, before any request is served, so that a
-            // request always sees a state at least as new as the start-up sync.
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = sync.sync_once() => {}
-            }
-            let mut next = tokio::time::Instant::now() + jittered(interval);
-            let mut requests_open = true;
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    req = rx.recv(), if requests_open => {
-                        let Some(reply) = req else {
-                            requests_open = false;
-                            continue;
-                        };
-                        tokio::select! {
-                            _ = token.cancelled() => break,
-                            r = sync.sync_once() => { let _ = reply.send(r); }
-                        }
-                    }
-                    _ = tokio::time::sleep_until(next) => {
-                        tokio::select! {
-                            _ = token.cancelled() => break,
-                            _ = sync.sync_once() => {}
-                        }
-                        next = tokio::time::Instant::now() + jittered(interval);
-                    }
-                }
-            }
-        });
-        ModelSyncHandle {
-            tx,
-            counters,
-            cancel,
-            join: Some(join),
-        }
-    }
-}
-
-/// The running sync task. Dropping it stops the task.
-#[derive(Debug)]
-pub struct ModelSyncHandle {
-    tx: mpsc::Sender<oneshot::Sender<Result<SyncReport, SyncError>>>,
-    counters: Arc<SyncCounters>,
-    cancel: CancellationToken,
-    join: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl ModelSyncHandle {
-    /// Runs a sync now (after the one in progress, if any) and returns its report.
-    pub async fn sync_now(&self) -> Result<SyncReport, SyncError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).await.map_err(|_| SyncError::Stopped)?;
-        rx.await.map_err(|_| SyncError::Stopped)?
-    }
-
-    pub fn counters(&self) -> SyncCounterValues {
-        self.counters.values()
-    }
-
-    /// The live counters themselves, for the metrics endpoint.
-    pub fn shared_counters(&self) -> Arc<SyncCounters> {
-        self.counters.clone()
-    }
-
-    /// Stops the task and waits for it (an interrupted download leaves nothing).
-    pub async fn stop(mut self) {
-        self.cancel.cancel();
-        if let Some(j) = self.join.take() {
-            let _ = j.await;
-        }
-    }
-}
-
-impl Drop for ModelSyncHandle {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-/// The daemon's model set-up: cached bundles into `registry` at once (no network),
-/// then the sync task when `[models.s3]` is configured. A cache that cannot be
-/// opened is logged and the gateway runs on the built-in defaults.
-pub async fn start(config: &GatewayConfig, registry: &SharedRegistry) -> Option<ModelSyncHandle> {
-    let dir = config.models.cache_dir(&config.gateway.state_dir);
-    if config.models.s3.is_none() && !dir.exists() {
-        // Nothing cached and nothing to sync: the built-in defaults, no directory.
-        return None;
-    }
-    let config = config.clone();
-    let reg = registry.clone();
-    let sync = tokio::task::spawn_blocking(move || {
-        let mut sync = ModelSync::new_waiting(&config, reg)?;
-        sync.load_cached();
-        Ok::<_, SyncError>((sync, config))
-    })
-    .await;
-    let (sync, config) = match sync {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "Model cache unavailable; using the built-in model bundles.");
-            return None;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Model cache set-up failed; using the built-in model bundles.");
-            return None;
-        }
-    };
-    let s3 = config.models.s3.as_ref()?;
-    if let Err(e) = &sync.client {
-        tracing::error!(error = %e, "Model sync cannot start; using cached and built-in bundles.");
-    }
-    let interval = Duration::from_secs(s3.interval_secs.max(1));
-    Some(sync.spawn(interval, CancellationToken::new()))
-}
-
-/// `interval` +- 10 %.
-fn jittered(interval: Duration) -> Duration {
-    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, super::InferenceError> + Send + 'static,
-) -> Result<T, super::InferenceError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(super::InferenceError::Run {
-            bundle: "(loader)".into(),
-            message: e.to_string(),
-        }),
-    }
 }
 
 enum PinTarget {
@@ -802,26 +576,4 @@ pub(super) fn type_name(t: SensorType) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn index_parses_known_types_and_refuses_unsafe_names() {
-        let ok = br#"{"format":1,"models":{"vibration":{"name":"v","version":"2.0.0"},"telepathy":{"name":"x","version":"1"}},"updated":"now"}"#;
-        let idx = parse_index(ok).unwrap();
-        assert_eq!(idx.models.len(), 1, "unknown sensor types are skipped");
-        assert_eq!(idx.models[&SensorType::Vibration].to_string(), "v@2.0.0");
-        let bad = br#"{"models":{"vibration":{"name":"../etc","version":"1"}}}"#;
-        assert!(parse_index(bad).unwrap_err().contains("models.vibration"));
-        assert!(parse_index(br#"{"models":{"vibration":{"name":"a"}}}"#).is_err());
-        assert!(parse_index(b"not json").is_err());
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        for _ in 0..1000 {
-            let d = jittered(Duration::from_secs(3600)).as_secs_f64();
-            assert!((3240.0..=3960.0).contains(&d), "{d}");
-        }
-    }
-}
+mod tests;
