@@ -35,15 +35,20 @@
 //!
 //! It does not own tasks, channels or SQLite: `app.rs` (and `replay`) run it.
 //!
-//! Layout: this file holds the channel state, commissioning and scoring
-//! ([`Processor::relative_step`]); `scalar.rs` the readings path, `window.rs` the
-//! waveform path (windows, envelope, bearing diagnosis), `episodes.rs` the alert
-//! episodes and their words.
+//! Layout: this file holds the channel state and its persistence; `scoring.rs`
+//! commissioning and scoring ([`Processor::relative_step`]); `scalar.rs` the
+//! readings path, `window.rs` the waveform path (windows, envelope, bearing
+//! diagnosis), `episodes.rs` the alert episodes and their words, `status.rs` the
+//! counters, channel status and baseline resets.
 
 mod episodes;
 use episodes::sensor_fault_alerts;
 mod scalar;
+mod scoring;
+mod status;
 mod window;
+
+pub use status::{selects, ChannelErrors, ChannelStatus, ProcessorCounters, RESET_REQUESTS_KEY};
 
 use super::alerts::{
     self, fmt_num, make_alert, AlertContent, EpisodeRules, EpisodeTracker, Transition,
@@ -71,81 +76,6 @@ use serde::Serialize;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-/// Counters for the report and the metrics endpoint.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ProcessorCounters {
-    /// Scalar readings turned into reading records.
-    pub readings: u64,
-    /// Waveform blocks received.
-    pub blocks: u64,
-    /// Windows turned into window records.
-    pub windows: u64,
-    /// Windows and readings scored by a model bundle.
-    pub scored_by_model: u64,
-    /// Windows and readings scored by the built-in relative rule (no bundle fits).
-    pub scored_by_fallback: u64,
-    /// Windows and readings used to learn a baseline (not scored).
-    pub commissioning: u64,
-    /// Baselines learned (a learning period ended).
-    pub baselines_learned: u64,
-    /// Alert records emitted (open, update, escalation and resolved).
-    pub alerts: u64,
-    /// Summary records emitted.
-    pub summaries: u64,
-    /// Readings that failed validation (any flag).
-    pub flagged: u64,
-    /// `Value::Missing` readings (device errors): nothing emitted.
-    pub missing: u64,
-    /// `Value::Text` readings: ignored.
-    pub text_ignored: u64,
-    /// A model failed to score; the built-in rule scored instead.
-    pub model_errors: u64,
-    /// The state store failed to load or save a baseline or bucket.
-    pub state_errors: u64,
-    /// Readings older than their channel's open summary bucket.
-    pub late_for_summary: u64,
-    /// Channels whose data does not fit a bundle chosen for them (sample rate or
-    /// cadence): warned once each.
-    pub mismatch_warnings: u64,
-}
-
-/// Device errors of one channel (`Value::Missing` readings).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChannelErrors {
-    pub count: u64,
-    pub last_ts_us: TimestampUs,
-    /// Flags of the last failed reading (`modbus_exception:2`, `timeout`, ...).
-    pub last_flags: Vec<String>,
-}
-
-/// What detection does on one channel now (for `/metrics`, the status page and
-/// `edgegw replay`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChannelStatus {
-    pub sensor_id: String,
-    /// `window` or `scalar`.
-    pub kind: &'static str,
-    /// The detector that scored the channel's last window or reading.
-    pub detector: String,
-    /// Baseline learning progress, 0..1 (1 once learned).
-    pub baseline_progress: f64,
-    pub baseline_learned: bool,
-    /// When the baseline was learned, and from how many samples.
-    pub baseline_learned_us: Option<TimestampUs>,
-    pub baseline_samples: u32,
-    /// The typical (median) value of each learned health feature.
-    pub baseline: Vec<(String, f64)>,
-    /// Current trend (CUSUM) level and its alarm level.
-    pub trend: f64,
-    pub trend_alarm: f64,
-    /// Severity of the open fault episode (0: none).
-    pub open_severity: u8,
-    /// Warnings about the data against its detector (sample rate, cadence).
-    pub warnings: Vec<String>,
-    /// Median interval between readings, seconds (scalars).
-    pub cadence_secs: Option<f64>,
-}
 
 /// Everything the processor knows about one channel.
 struct ChannelState {
@@ -256,10 +186,6 @@ impl std::fmt::Debug for Processor {
     }
 }
 
-/// A learning channel saves its samples at most this often (reading time), so a day
-/// of learning is a few dozen writes, and a restart loses at most this much of it.
-const LEARNING_SAVE_INTERVAL_US: i64 = 60_000_000;
-
 impl Processor {
     /// A processor with `settings` (assumed validated; out-of-range values are clamped),
     /// scoring with the bundles in `registry` and keeping baselines and summary
@@ -342,115 +268,6 @@ impl Processor {
     /// learning period, not to one under way.
     pub fn configure_device(&mut self, device: &str, detection: DeviceDetection) {
         self.devices.insert(device.to_string(), detection);
-    }
-
-    pub fn counters(&self) -> &ProcessorCounters {
-        &self.counters
-    }
-
-    /// Device errors of a channel, if it has had any.
-    pub fn channel_errors(&self, sensor_id: &str) -> Option<&ChannelErrors> {
-        self.channels
-            .get(sensor_id)
-            .map(|c| &c.errors)
-            .filter(|e| e.count > 0)
-    }
-
-    /// What detection does on every channel seen so far, sorted by sensor id.
-    pub fn channel_status(&self, now_us: TimestampUs) -> Vec<ChannelStatus> {
-        let mut out: Vec<ChannelStatus> = self
-            .channels
-            .values()
-            .map(|ch| {
-                let (progress, learned, learned_us, samples, baseline, trend) = match &ch.relative {
-                    None => (0.0, false, None, 0, Vec::new(), 0.0),
-                    Some(r) => {
-                        let (learned_us, samples, typical) = match r.baseline() {
-                            Some(b) => (Some(b.learned_us), b.samples, typical_values(b)),
-                            None => (None, learning_samples(r), Vec::new()),
-                        };
-                        (
-                            r.progress(now_us),
-                            r.baseline().is_some(),
-                            learned_us,
-                            samples,
-                            typical,
-                            r.cusum(),
-                        )
-                    }
-                };
-                let threshold = self.device(&ch.id.device).threshold;
-                ChannelStatus {
-                    sensor_id: ch.id.sensor_id.to_string(),
-                    kind: if ch.is_waveform { "window" } else { "scalar" },
-                    detector: ch.detector.clone(),
-                    baseline_progress: progress,
-                    baseline_learned: learned,
-                    baseline_learned_us: learned_us,
-                    baseline_samples: samples,
-                    baseline,
-                    trend,
-                    trend_alarm: trend_alarm(threshold),
-                    open_severity: ch.model_episode.severity(),
-                    warnings: ch.warnings.clone(),
-                    cadence_secs: (ch.cadence_n > 0).then_some(ch.cadence_us / 1e6),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.sensor_id.cmp(&b.sensor_id));
-        out
-    }
-
-    /// Starts a new learning period for every channel that `selector` names
-    /// (`DEVICE` or `DEVICE.CHANNEL`), in memory and in the state store. Returns the
-    /// sensor ids reset.
-    pub fn reset_baselines(&mut self, selector: &str) -> Vec<String> {
-        let mut reset = Vec::new();
-        for ch in self.channels.values_mut() {
-            if !selects(selector, &ch.id.device, &ch.id.sensor_id) {
-                continue;
-            }
-            if let Some(r) = &mut ch.relative {
-                r.reset();
-                ch.model_episode = EpisodeTracker::new();
-                ch.state_episode = EpisodeTracker::new();
-                let key = baseline_key(&ch.id.sensor_id, ch.is_waveform);
-                if let Err(e) = self.state.put(&key, &r.to_bytes()) {
-                    self.counters.state_errors += 1;
-                    tracing::warn!(key = %key, error = %format!("{e:#}"), "Cannot persist a baseline reset.");
-                }
-                reset.push(ch.id.sensor_id.to_string());
-                tracing::info!(sensor_id = %ch.id.sensor_id, "Baseline reset: the channel learns its healthy state again from its next clean data.");
-            }
-        }
-        reset.sort();
-        reset
-    }
-
-    /// Applies reset requests that `edgegw baseline reset` left in the state store
-    /// while the daemon runs (the app calls this every few seconds).
-    pub fn apply_reset_requests(&mut self) -> Vec<String> {
-        let requests = match self.state.get(RESET_REQUESTS_KEY) {
-            Ok(Some(bytes)) => serde_json::from_slice::<Vec<String>>(&bytes).unwrap_or_default(),
-            Ok(None) => return Vec::new(),
-            Err(e) => {
-                self.counters.state_errors += 1;
-                tracing::warn!(error = %format!("{e:#}"), "Cannot read baseline reset requests.");
-                return Vec::new();
-            }
-        };
-        if requests.is_empty() {
-            return Vec::new();
-        }
-        let mut done = Vec::new();
-        for selector in &requests {
-            done.extend(self.reset_baselines(selector));
-        }
-        if let Err(e) = self.state.put(RESET_REQUESTS_KEY, b"[]") {
-            self.counters.state_errors += 1;
-            tracing::warn!(error = %format!("{e:#}"), "Cannot clear baseline reset requests.");
-        }
-        done
     }
 
     /// Processes a batch of readings; returns the records for the outbox.
@@ -623,149 +440,6 @@ impl Processor {
             .get_mut(&r.sensor_id)
             .expect("channel state exists")
     }
-
-    /// The relative detector of a channel, created (and resumed from the state store)
-    /// on first use.
-    fn relative<'a>(
-        state: &mut dyn StateStore,
-        counters: &mut ProcessorCounters,
-        plan: super::baseline::LearnPlan,
-        ch: &'a mut ChannelState,
-        waveform: bool,
-    ) -> &'a mut RelativeDetector {
-        ch.relative.get_or_insert_with(|| {
-            let key = baseline_key(&ch.id.sensor_id, waveform);
-            let stored = match state.get(&key) {
-                Ok(v) => v,
-                Err(e) => {
-                    counters.state_errors += 1;
-                    tracing::warn!(key = %key, error = %format!("{e:#}"), "Cannot load a baseline.");
-                    None
-                }
-            };
-            let (specs, scored): (&'static [_], usize) = if waveform {
-                (&WINDOW_SPECS, WINDOW_SCORED)
-            } else {
-                (&SCALAR_SPECS, SCALAR_SPECS.len())
-            };
-            let d = RelativeDetector::new(specs, scored, plan, stored.as_deref());
-            if let Some(BaselineState::Learned(b)) = d.state() {
-                tracing::info!(sensor_id = %ch.id.sensor_id, learned = %format_rfc3339(b.learned_us), samples = b.samples, "Baseline resumed from the outbox database.");
-            }
-            d
-        })
-    }
-
-    /// Runs the relative detector on one window's or reading's health `values`.
-    /// Returns the detection once the baseline is learned (None while learning).
-    #[allow(clippy::too_many_arguments)]
-    fn relative_step(
-        &mut self,
-        sensor_id: &Arc<str>,
-        bundle: Option<&Arc<ModelBundle>>,
-        waveform: bool,
-        ts_us: TimestampUs,
-        values: &[f64],
-        clean: bool,
-        trend_weight: f64,
-    ) -> (Option<Detection>, Option<(f64, bool)>) {
-        let Some(ch) = self.channels.get_mut(sensor_id) else {
-            return (None, None);
-        };
-        let dev = self
-            .devices
-            .get(&*ch.id.device)
-            .unwrap_or(&self.default_device);
-        let (plan, threshold, trend_on) = (dev.plan, dev.threshold, dev.trend);
-        let r = Self::relative(self.state.as_mut(), &mut self.counters, plan, ch, waveform);
-        let step = r.observe(ts_us, values, clean);
-        let key = baseline_key(sensor_id, waveform);
-        match &step {
-            Step::Learning { progress, started } => {
-                self.counters.commissioning += 1;
-                if *started {
-                    let plan_text = if plan.duration_us > 0 {
-                        format!(
-                            "{} with up to {} samples spread over it",
-                            human_duration_us(plan.duration_us),
-                            plan.samples
-                        )
-                    } else {
-                        format!("the first {} clean windows or readings", plan.samples)
-                    };
-                    tracing::info!(sensor_id = %sensor_id, at = %format_rfc3339(ts_us), plan = %plan_text, "Baseline learning started: the channel is taken to be healthy while it learns.");
-                }
-                let _ = progress;
-            }
-            Step::Learned => {
-                self.counters.commissioning += 1;
-                self.counters.baselines_learned += 1;
-                if let Some(b) = r.baseline() {
-                    let typical = typical_values(b)
-                        .iter()
-                        .map(|(n, v)| format!("{n} {}", fmt_num(*v)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    tracing::info!(sensor_id = %sensor_id, at = %format_rfc3339(ts_us), samples = b.samples, typical = %typical, "Baseline learned; it is held fixed from now on (edgegw baseline reset starts over).");
-                }
-            }
-            Step::Ready | Step::Skipped => {}
-        }
-        let force = matches!(step, Step::Learned);
-        if let Some(bytes) = r.to_save(ts_us, LEARNING_SAVE_INTERVAL_US, force) {
-            if let Err(e) = self.state.put(&key, &bytes) {
-                self.counters.state_errors += 1;
-                tracing::warn!(key = %key, error = %format!("{e:#}"), "Cannot persist a baseline.");
-            }
-        }
-        if step != Step::Ready {
-            return (None, None);
-        }
-        // Score the z values: a relative bundle, or the built-in rule.
-        let mut det = None;
-        if let Some(b) = bundle.filter(|b| b.manifest().reference == Reference::Baseline) {
-            self.model_input.clear();
-            for f in b.features() {
-                self.model_input.push(r.z_of(f).unwrap_or(0.0) as f32);
-            }
-            match b.score(&self.model_input) {
-                Ok(score) => {
-                    let score = f64::from(score);
-                    self.counters.scored_by_model += 1;
-                    det = Some(Detection {
-                        score,
-                        threshold: b.threshold(),
-                        detector: b.detector().to_string(),
-                        confidence: b.confidence(score),
-                    });
-                }
-                Err(e) => {
-                    self.counters.model_errors += 1;
-                    tracing::warn!(sensor_id = %sensor_id, error = %e, "Relative model failed; using the built-in rule.");
-                }
-            }
-        }
-        let det = det.unwrap_or_else(|| {
-            self.counters.scored_by_fallback += 1;
-            let score = r.builtin_score();
-            Detection {
-                score,
-                threshold,
-                detector: BUILTIN_RULE.to_string(),
-                confidence: crate::inference::bundle::confidence(score, threshold),
-            }
-        });
-        let trend = trend_on.then(|| r.trend(det.score, det.threshold, trend_weight));
-        (Some(det), trend)
-    }
-}
-
-/// State-store key of a persisted `edgegw baseline reset` request list.
-pub const RESET_REQUESTS_KEY: &str = "baseline/reset-requests";
-
-/// True when `selector` (`DEVICE` or `DEVICE.CHANNEL`) names this channel.
-pub fn selects(selector: &str, device: &str, sensor_id: &str) -> bool {
-    selector == sensor_id || selector == device
 }
 
 fn typical_values(b: &LearnedBaseline) -> Vec<(String, f64)> {
@@ -774,13 +448,6 @@ fn typical_values(b: &LearnedBaseline) -> Vec<(String, f64)> {
         .enumerate()
         .filter_map(|(j, n)| b.typical(j).map(|v| (n.clone(), v)))
         .collect()
-}
-
-fn learning_samples(r: &RelativeDetector) -> u32 {
-    match r.state() {
-        Some(BaselineState::Learning(c)) => c.rows.len() as u32,
-        _ => 0,
-    }
 }
 
 /// "45 min", "24 h", "7 d", "2.5 s".
