@@ -35,7 +35,10 @@ pub(crate) struct Ops {
     pings_withheld: Series,
     /// Stops the probe loop and the listener.
     cancel: CancellationToken,
-    probes: JoinHandle<()>,
+    /// Stops the probe loop alone (a child of `cancel`): before the drain, since
+    /// the probes hold a source sender that would keep the pipeline open.
+    probe_cancel: CancellationToken,
+    probes: Option<JoinHandle<()>>,
     listener: Option<JoinHandle<()>>,
 }
 
@@ -71,6 +74,7 @@ impl Ops {
             &["result"],
         );
         let cancel = CancellationToken::new();
+        let probe_cancel = cancel.child_token();
         let tx = gateway
             .source_sender()
             .context("the gateway has no source channel")?;
@@ -78,7 +82,7 @@ impl Ops {
             tx,
             gateway.live(),
             watchdog::probe_period(watchdog),
-            cancel.clone(),
+            probe_cancel.clone(),
         ));
         let _ = config;
         let listener = if let Some((l, token)) = listener {
@@ -129,7 +133,8 @@ impl Ops {
             pings_withheld: pings.with(&["withheld"]),
             metrics,
             cancel,
-            probes,
+            probe_cancel,
+            probes: Some(probes),
             listener,
         })
     }
@@ -248,10 +253,19 @@ impl Ops {
         }
     }
 
-    /// Stops probes (they hold a source sender) and the listener.
-    pub(crate) async fn stop(self) {
+    /// Stops the liveness probes: they hold a source sender, so the pipeline cannot
+    /// drain while they run. The status listener keeps serving.
+    pub(crate) async fn stop_probes(&mut self) {
+        self.probe_cancel.cancel();
+        if let Some(p) = self.probes.take() {
+            let _ = p.await;
+        }
+    }
+
+    /// Stops probes (if still running) and the listener.
+    pub(crate) async fn stop(mut self) {
+        self.stop_probes().await;
         self.cancel.cancel();
-        let _ = self.probes.await;
         if let Some(l) = self.listener {
             let _ = l.await;
         }
@@ -271,4 +285,87 @@ pub(crate) async fn bind_status_listener(
     )?;
     let token = crate::ops::http::token(http, &l).context("not starting")?;
     Ok(Some((l, token)))
+}
+
+/// Waits for SIGTERM or SIGINT (for tools that run until stopped).
+pub async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `edgegw run`: start, notify systemd, serve status, reload on SIGHUP, ping the
+/// watchdog while the pipeline makes progress; on SIGTERM/SIGINT shut down in order.
+pub async fn run(loaded: crate::config::Loaded) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    // The status listener and its token first: a port that is taken or a token that
+    // cannot be read stops the start-up here, with an error, before any source,
+    // task or thread exists that would have to be stopped again.
+    let listener = bind_status_listener(&loaded.config.http).await?;
+    let mut gateway = Gateway::start(&loaded).await?;
+    let mut ops = match Ops::start(&loaded.config, &gateway, listener).await {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = gateway.shutdown().await;
+            return Err(e);
+        }
+    };
+    ops.notifier.ready(&format!(
+        "Reading {} devices through {} sources",
+        gateway.devices.len(),
+        gateway.source_groups()
+    ));
+    let mut dog = ops.watchdog.map(Watchdog::new);
+    // Ping at half the interval, as systemd recommends.
+    let mut tick = tokio::time::interval(
+        ops.watchdog
+            .map(|w| (w / 2).max(Duration::from_millis(50)))
+            .unwrap_or(Duration::from_secs(3600)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading {}", loaded.config_path.display());
+                ops.reload(&loaded.config_path, &mut gateway).await;
+            }
+            _ = tick.tick() => {
+                if let Some(dog) = dog.as_mut() {
+                    ops.watchdog_tick(dog, &gateway).await;
+                }
+            }
+        }
+    }
+    ops.notifier.stopping();
+    ops.stop_probes().await;
+    // The status listener last: /healthz, /readyz (false from here) and /metrics
+    // stay up while the pipeline drains, so a supervisor sees the drain happen.
+    let report = gateway.shutdown().await;
+    ops.stop().await;
+    let report = report?;
+    tracing::info!(
+        batches = report.batches,
+        readings = report.processor.readings,
+        windows = report.processor.windows,
+        alerts = report.processor.alerts,
+        "Stopped"
+    );
+    Ok(())
 }

@@ -42,5 +42,14 @@ pub fn encoded_payload(record: &crate::record::Record) -> Result<Vec<u8>, String
     encode::encode(record)
 }
 
+/// Where the outbox file goes: `outbox.path`, else `<state_dir>/outbox.db`.
+pub fn outbox_path(config: &crate::config::GatewayConfig) -> std::path::PathBuf {
+    config
+        .outbox
+        .path
+        .clone()
+        .unwrap_or_else(|| config.gateway.state_dir.join("outbox.db"))
+}
+
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! query/response protocol) attaches an [`Ack`]; the outbox writer fires it only after
 //! the records made from that batch are committed.
 
+pub mod group;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;

@@ -18,6 +18,7 @@ pub mod map;
 pub mod metrics;
 pub mod mqtt;
 pub mod redis;
+pub mod registry;
 pub mod schema;
 pub mod timescale;
 pub mod tls;
@@ -139,72 +140,22 @@ impl Forwarders {
     }
 }
 
-/// Starts one forwarder per enabled upstream of `config` on the current runtime.
-/// `notify` is the outbox writer's wake-up.
+/// Starts one forwarder per enabled upstream of `config` ([`registry::enabled`], the
+/// same list the outbox takes its cursors from) on the current runtime. `notify` is
+/// the outbox writer's wake-up.
 pub fn spawn_forwarders(
     config: &crate::config::GatewayConfig,
     outbox: &crate::outbox::OutboxHandle,
     notify: &std::sync::Arc<tokio::sync::Notify>,
 ) -> Forwarders {
-    use std::sync::Arc;
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut tasks = Vec::new();
     let mut metrics = std::collections::BTreeMap::new();
-    let gateway = config.gateway.id.as_str();
-    let u = &config.upstreams;
-    let mut start = |name: &'static str,
-                     task: Box<
-        dyn FnOnce(
-            Arc<UpstreamMetrics>,
-            tokio_util::sync::CancellationToken,
-        ) -> tokio::task::JoinHandle<ForwarderReport>,
-    >| {
-        let m = Arc::new(UpstreamMetrics::default());
-        metrics.insert(name, m.clone());
-        tasks.push((name, task(m, cancel.child_token())));
-    };
-    if let Some(cfg) = u.timescale.as_ref().filter(|c| c.enabled) {
-        let locations = config
-            .devices
-            .iter()
-            .map(|d| (d.id.clone(), d.location.clone()))
-            .collect();
-        let sink = timescale::TimescaleSink::new(cfg.clone(), gateway, locations);
-        let (ob, d, n) = (outbox.clone(), cfg.delivery(), notify.clone());
-        start(
-            "timescale",
-            Box::new(move |m, c| tokio::spawn(run_forwarder(sink, ob, d, n, m, c))),
-        );
-    }
-    if let Some(cfg) = u.redis.as_ref().filter(|c| c.enabled) {
-        let sink = redis::RedisSink::new(cfg.clone(), gateway);
-        let (ob, d, n) = (outbox.clone(), cfg.delivery(), notify.clone());
-        start(
-            "redis",
-            Box::new(move |m, c| tokio::spawn(run_forwarder(sink, ob, d, n, m, c))),
-        );
-    }
-    if let Some(cfg) = u.http.as_ref().filter(|c| c.enabled) {
-        let sink = http::HttpSink::new(cfg.clone(), gateway);
-        let (ob, d, n) = (outbox.clone(), cfg.delivery(), notify.clone());
-        start(
-            "http",
-            Box::new(move |m, c| tokio::spawn(run_forwarder(sink, ob, d, n, m, c))),
-        );
-    }
-    if let Some(cfg) = u.mqtt.as_ref().filter(|c| c.enabled) {
-        match config.mqtt_brokers.get(&cfg.broker) {
-            Some(b) => {
-                let sink = mqtt::MqttSink::new(cfg.clone(), &cfg.broker, b.clone(), gateway);
-                let (ob, d, n) = (outbox.clone(), cfg.delivery(), notify.clone());
-                start(
-                    "mqtt",
-                    Box::new(move |m, c| tokio::spawn(run_forwarder(sink, ob, d, n, m, c))),
-                );
-            }
-            None => tracing::error!(broker = %cfg.broker,
-                "The MQTT upstream names a broker missing from [mqtt_brokers]; not forwarding"),
-        }
+    for up in registry::enabled(config) {
+        let m = std::sync::Arc::new(UpstreamMetrics::default());
+        metrics.insert(up.name, m.clone());
+        let task = (up.spawn)(outbox.clone(), notify.clone(), m, cancel.child_token());
+        tasks.push((up.name, task));
     }
     Forwarders {
         cancel,
