@@ -17,6 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct OutboxHandle {
     inner: Arc<Mutex<Outbox>>,
     path: Arc<PathBuf>,
+    /// A read-only connection for the scans of [`OutboxHandle::stats`] (opened on
+    /// first use): WAL lets it read while the writer writes, so a `/metrics` scrape
+    /// with a million-record backlog never holds the shared lock for its scans.
+    reader: Arc<Mutex<Option<Outbox>>>,
 }
 
 fn lock(m: &Mutex<Outbox>) -> MutexGuard<'_, Outbox> {
@@ -31,6 +35,7 @@ impl OutboxHandle {
         OutboxHandle {
             inner: Arc::new(Mutex::new(outbox)),
             path,
+            reader: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -127,8 +132,32 @@ impl OutboxHandle {
             .await
     }
 
-    /// [`Outbox::stats`] on the blocking pool.
+    /// [`Outbox::stats`] on the blocking pool: the cheap part (counters, cursors,
+    /// limits: index seeks) under the shared lock, the scans (records per kind,
+    /// pending per upstream) on the read-only connection, outside it.
     pub async fn stats(&self) -> Result<OutboxStats, OutboxError> {
-        self.with(|o| o.stats()).await
+        let mut stats = self.with(|o| o.stats_without_depth()).await?;
+        let (reader, path) = (self.reader.clone(), self.path.clone());
+        let scanned = tokio::task::spawn_blocking(move || {
+            let mut slot = reader.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(Outbox::open_read_only(&path)?);
+            }
+            let r = slot.as_ref().map(|o| o.fill_depth(&mut stats));
+            if let Some(Err(_)) = &r {
+                // Reopen next time (a file moved aside after corruption, say).
+                *slot = None;
+            }
+            r.unwrap_or(Ok(())).map(|()| stats)
+        })
+        .await;
+        match scanned {
+            Ok(r) => r,
+            Err(join) => Err(OutboxError::Io {
+                path: self.path.as_ref().clone(),
+                context: "outbox stats task failed",
+                source: std::io::Error::other(join.to_string()),
+            }),
+        }
     }
 }

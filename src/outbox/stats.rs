@@ -1,8 +1,12 @@
 //! What operators see: `stats()` (depth, lag, bytes, evictions) and `dump()`.
 //!
-//! Read-only queries. `stats()` counts rows per kind with one scan of `records`,
-//! so it costs O(depth): fine for the CLI and a metrics scrape every few seconds,
-//! not for every batch.
+//! Read-only queries. `stats()` counts rows per kind and pending rows per upstream
+//! with scans of `records`, so it costs O(depth): fine for the CLI and a metrics
+//! scrape every few seconds, not for every batch. The daemon splits it: the cheap
+//! part (counters, cursors, limits) under the shared lock, the scans on a read-only
+//! connection of their own ([`super::OutboxHandle::stats`]); the two snapshots are
+//! milliseconds apart, so on a busy outbox the balance on /metrics can be off by
+//! what moved in between (exact when the outbox is still).
 
 use super::encode;
 use super::error::OutboxError;
@@ -86,7 +90,16 @@ fn age_secs(now: TimestampUs, then: TimestampUs) -> f64 {
 impl Outbox {
     /// Depth per kind and per upstream, bytes, ages, eviction and dead-letter counts.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
-        let now = now_us();
+        let mut s = self.stats_without_depth()?;
+        self.fill_depth(&mut s)?;
+        Ok(s)
+    }
+
+    /// Records per kind and in all: the one full-table scan of the stats. The daemon
+    /// runs it on a separate read-only connection ([`super::OutboxHandle::stats`]),
+    /// so a `/metrics` scrape never scans under the lock the writer and the
+    /// forwarders share.
+    pub(crate) fn fill_depth(&self, out: &mut OutboxStats) -> Result<(), OutboxError> {
         let q = |e| self.err("reading stats", e);
         let mut depth = BTreeMap::new();
         for k in RecordKind::ALL {
@@ -112,6 +125,30 @@ impl Outbox {
                 total += n as u64;
             }
         }
+        out.depth = depth;
+        out.total_records = total;
+        // Pending counted, not derived: what the balance on /metrics is checked
+        // against (tests/worst_day.rs), as of this connection's snapshot.
+        for u in &mut out.upstreams {
+            let pending: i64 = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM records WHERE id > ?1",
+                    [u.acked_id],
+                    |r| r.get(0),
+                )
+                .map_err(q)?;
+            u.pending = pending as u64;
+        }
+        Ok(())
+    }
+
+    /// Everything but [`Outbox::fill_depth`]: index seeks and the counters table,
+    /// no scan of the records (per-upstream pending comes from the balance
+    /// counters, which change in the transactions they count).
+    pub(crate) fn stats_without_depth(&self) -> Result<OutboxStats, OutboxError> {
+        let now = now_us();
+        let q = |e| self.err("reading stats", e);
         let oldest: Option<i64> = self
             .conn
             .query_row(
@@ -135,14 +172,6 @@ impl Outbox {
         };
         let mut upstreams = Vec::new();
         for (name, acked_id) in cursors {
-            let pending: i64 = self
-                .conn
-                .query_row(
-                    "SELECT count(*) FROM records WHERE id > ?1",
-                    [acked_id],
-                    |r| r.get(0),
-                )
-                .map_err(q)?;
             let first: Option<i64> = self
                 .conn
                 .query_row(
@@ -164,7 +193,7 @@ impl Outbox {
                 configured: self.upstreams.contains(&name),
                 name,
                 acked_id,
-                pending: pending as u64,
+                pending: 0, // from the counters below
                 lag_secs: first.map(|t| age_secs(now, t)),
                 dead_letters: dead as u64,
                 delivered: 0,
@@ -203,13 +232,22 @@ impl Outbox {
             u.dead_lettered = get(format!("dead_lettered:{}", u.name));
         }
         let appended = counters.get("appended").copied().unwrap_or(0);
+        for u in &mut upstreams {
+            // The balance (docs/outbox.md): appended = delivered + pending +
+            // dead-lettered + evicted unsent, for every upstream, at every commit.
+            // [`Outbox::fill_depth`] replaces it with the counted number.
+            u.pending = appended
+                .saturating_sub(u.delivered)
+                .saturating_sub(u.dead_lettered)
+                .saturating_sub(u.unsent_evicted);
+        }
         let file_bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         Ok(OutboxStats {
             path: self.path.display().to_string(),
             gateway_id: self.gateway_id.clone(),
             epoch: self.epoch.clone(),
-            depth,
-            total_records: total,
+            depth: BTreeMap::new(),
+            total_records: 0,
             appended,
             upstreams,
             used_bytes: self.used_bytes()?,
