@@ -545,3 +545,27 @@ fn bad_input_never_panics() {
         );
     }
 }
+
+/// `stale_after_s` reaches the validation limits the daemon and replay apply (the
+/// stale check was unreachable in production before), and a bad value is located.
+#[test]
+fn stale_after_s_becomes_the_channel_limit_and_is_checked() {
+    let text = BASE.replace("unit = \"°C\"", "unit = \"°C\"\nstale_after_s = 30");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, &text).unwrap();
+    let mut diags = Vec::new();
+    let p = load_profile(&path, &mut diags).expect("valid");
+    assert_eq!(
+        p.profile.channels["temp"].limits().stale_after_ms,
+        Some(30_000)
+    );
+    assert_eq!(p.profile.channels["rms"].limits().stale_after_ms, None);
+    let bad = BASE.replace("unit = \"°C\"", "unit = \"°C\"\nstale_after_s = 0");
+    one_error(
+        &bad,
+        line_of(&bad, "stale_after_s"),
+        "channels.temp.stale_after_s",
+        &["greater than 0"],
+    );
+}

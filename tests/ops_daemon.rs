@@ -908,3 +908,65 @@ fn one_bad_profile_gives_the_same_outcome_at_check_run_and_reload() {
     assert!(log.contains("broken-vt.toml:"), "{log}");
     assert!(!log.contains("Reload refused"), "{log}");
 }
+
+/// Per-topic MQTT payload errors reach /metrics (they were counted by the source
+/// and thrown away by the daemon), on the machine's broker with a unique prefix.
+#[test]
+fn mqtt_payload_errors_are_on_metrics_per_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let prefix = format!("edgegw-ops-{}-{}", std::process::id(), free_port());
+    let cfg = dir.path().join("edgegw.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            dir.path(),
+            &format!("[http]\nlisten = \"127.0.0.1:{http_port}\""),
+            &format!(
+                "[mqtt_brokers.plant]\nhost = \"127.0.0.1\"\nport = 1883\n\
+                 client_id = \"{prefix}\"\n\n\
+                 [[devices]]\nid = \"conveyor\"\nprofile = \"wisense-vb3\"\n\
+                 [devices.mqtt]\nbroker = \"plant\"\ntopic = \"{prefix}/wisense/+/+/data\"\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let mut gw = Gateway::start(&cfg, &[]);
+    gw.wait_http(http_port);
+    let topic = format!("{prefix}/wisense/base1/node7/data");
+    let series = format!(
+        "edgegw_mqtt_topic_errors_total{{broker=\"plant\",topic=\"{topic}\",kind=\"json\"}}"
+    );
+    // Published until counted: the first ones may come before the subscription.
+    let m = wait_until("the per-topic error", Duration::from_secs(20), || {
+        let ok = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "1883",
+                "-q",
+                "1",
+                "-t",
+                &topic,
+                "-m",
+                "{\"vrms\": 2.3",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "mosquitto_pub (Debian package mosquitto-clients) failed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let m = scrape(http_port);
+        (metric(&m, &series) >= 1.0).then_some(m)
+    });
+    assert!(
+        metric(
+            &m,
+            "edgegw_device_errors_total{device=\"conveyor\",kind=\"json\"}"
+        ) >= 1.0
+    );
+    gw.stop();
+}

@@ -45,7 +45,13 @@ impl Gateway {
                 stats: self.devices.entry(m.config.id.clone()).or_default().clone(),
             })
             .collect();
-        let Some(run) = crate::sources::group::task(&spec, devices, tx, cancel.clone()) else {
+        let Some(run) = crate::sources::group::task(
+            &spec,
+            devices,
+            tx,
+            cancel.clone(),
+            self.topic_errors(&spec.key),
+        ) else {
             alive.store(false, Relaxed);
             return RunningGroup {
                 spec,
@@ -61,6 +67,18 @@ impl Gateway {
             spec,
             cancel,
             handle,
+        }
+    }
+
+    /// The per-topic error counters of an MQTT group (the same ones across reloads);
+    /// a throwaway for other kinds, which do not count per topic.
+    fn topic_errors(&self, key: &GroupKey) -> Arc<crate::sources::mqtt::TopicErrors> {
+        let GroupKey::Mqtt(broker) = key else {
+            return Arc::default();
+        };
+        match self.live.mqtt_topic_errors.write() {
+            Ok(mut m) => m.entry(broker.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
         }
     }
 }

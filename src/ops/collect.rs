@@ -213,6 +213,25 @@ fn devices(live: &Live, out: &mut Exposition) {
         }
     }
     if let Some(mut fam) = out.family(
+        "edgegw_mqtt_topic_errors_total",
+        "MQTT payload errors per broker, topic and kind (at most 1000 topics per broker; the rest under \"(other topics)\").",
+        Kind::Counter,
+    ) {
+        let brokers = live
+            .mqtt_topic_errors
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        for (broker, errors) in &brokers {
+            for (topic, kind, n) in errors.snapshot() {
+                fam.sample(
+                    &[("broker", broker), ("topic", &topic), ("kind", kind)],
+                    n as f64,
+                );
+            }
+        }
+    }
+    if let Some(mut fam) = out.family(
         "edgegw_source_up",
         "1 while the source task (one per TCP/serial device, RTU bus or MQTT broker) runs.",
         Kind::Gauge,

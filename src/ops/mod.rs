@@ -47,6 +47,9 @@ pub struct Live {
     pub upstreams: RwLock<BTreeMap<&'static str, Arc<crate::upstream::UpstreamMetrics>>>,
     /// Counters of the S3 model sync task, when `[models.s3]` is configured.
     pub model_sync: RwLock<Option<Arc<crate::inference::sync::SyncCounters>>>,
+    /// MQTT payload errors per topic, by broker name (kept across reloads, like the
+    /// device counters).
+    pub mqtt_topic_errors: RwLock<BTreeMap<String, Arc<crate::sources::mqtt::TopicErrors>>>,
 }
 
 impl Live {
@@ -58,6 +61,7 @@ impl Live {
             registry,
             progress: Progress::new(),
             ready: AtomicBool::new(false),
+            mqtt_topic_errors: RwLock::new(BTreeMap::new()),
             upstreams: RwLock::new(BTreeMap::new()),
             model_sync: RwLock::new(None),
         }

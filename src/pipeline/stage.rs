@@ -107,16 +107,7 @@ pub(crate) fn channel_limits(spec: &crate::ops::reload::GroupSpec) -> Vec<(Strin
     let mut out = Vec::new();
     for m in &spec.members {
         for (name, ch) in &m.profile.profile.channels {
-            out.push((
-                format!("{}.{}", m.config.id, name),
-                ChannelLimits {
-                    min: ch.min,
-                    max: ch.max,
-                    max_rate_per_s: ch.max_rate_per_s,
-                    stuck_after: ch.stuck_after,
-                    stale_after_ms: None,
-                },
-            ));
+            out.push((format!("{}.{}", m.config.id, name), ch.limits()));
         }
     }
     out

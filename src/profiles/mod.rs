@@ -83,6 +83,26 @@ pub struct Channel {
     pub max_rate_per_s: Option<f64>,
     /// This many identical consecutive readings mean the sensor is stuck.
     pub stuck_after: Option<u32>,
+    /// More than this many seconds since the channel's previous reading (reading
+    /// time) flags the next one `stale`: for a sensor with a known cadence.
+    pub stale_after_s: Option<f64>,
+}
+
+impl Channel {
+    /// The validation limits the pipeline applies to this channel (the daemon and
+    /// `edgegw replay` alike).
+    pub fn limits(&self) -> crate::pipeline::ChannelLimits {
+        crate::pipeline::ChannelLimits {
+            min: self.min,
+            max: self.max,
+            max_rate_per_s: self.max_rate_per_s,
+            stuck_after: self.stuck_after,
+            stale_after_ms: self
+                .stale_after_s
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(|s| (s * 1000.0).round() as u64),
+        }
+    }
 }
 
 /// Modbus register map.

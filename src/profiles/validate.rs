@@ -65,6 +65,15 @@ pub fn validate_profile(file: &SourceFile, p: &Profile, diags: &mut Vec<Diagnost
                 "must be greater than 0".into(),
             );
         }
+        if ch
+            .stale_after_s
+            .is_some_and(|s| !(s.is_finite() && s > 0.0))
+        {
+            err(
+                &path.join("stale_after_s"),
+                "must be a number of seconds greater than 0".into(),
+            );
+        }
         if ch.stuck_after.is_some_and(|n| n < 2) {
             err(
                 &path.join("stuck_after"),

@@ -17,7 +17,7 @@ pub mod input;
 
 use crate::config::{DeviceConfig, Loaded};
 use crate::inference::{shared, ModelBundle, ModelRegistry};
-use crate::pipeline::{ChannelLimits, MemoryStateStore, Processor};
+use crate::pipeline::{MemoryStateStore, Processor};
 use crate::record::{format_rfc3339, AlertRecord, AlertState, Record, TimestampUs};
 use crate::sources::{ChannelId, Reading, Value};
 use input::{InputFormat, InputOptions, Recording, ReplayItem, Snapshot};
@@ -183,16 +183,7 @@ pub fn run(
         Box::new(MemoryStateStore::new()),
     );
     for (name, c) in &profile.profile.channels {
-        p.register_channel(
-            &format!("{device}.{name}"),
-            ChannelLimits {
-                min: c.min,
-                max: c.max,
-                max_rate_per_s: c.max_rate_per_s,
-                stuck_after: c.stuck_after,
-                stale_after_ms: None,
-            },
-        );
+        p.register_channel(&format!("{device}.{name}"), c.limits());
     }
     p.configure_device(device, dev.detection_settings(&loaded.config.pipeline));
 

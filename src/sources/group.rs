@@ -12,6 +12,7 @@ use super::{DeviceSpec, SourceBatch};
 use crate::ops::reload::{GroupKey, GroupSpec};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -20,11 +21,13 @@ pub type SourceTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The task that reads `spec`'s devices into `tx`; `None` when the group is
 /// incomplete (no device, or no port or broker: validation has reported it).
+/// `topic_errors`: where an MQTT group counts payload errors per topic.
 pub fn task(
     spec: &GroupSpec,
     mut devices: Vec<DeviceSpec>,
     tx: mpsc::Sender<SourceBatch>,
     token: CancellationToken,
+    topic_errors: Arc<super::mqtt::TopicErrors>,
 ) -> Option<SourceTask> {
     Some(match &spec.key {
         GroupKey::ModbusTcp(id) => {
@@ -60,13 +63,14 @@ pub fn task(
         }
         GroupKey::Mqtt(broker_name) => {
             let broker = spec.broker.clone()?;
-            Box::pin(super::mqtt::run_mqtt(
+            Box::pin(super::mqtt::run_mqtt_with_topic_errors(
                 broker_name.clone(),
                 broker,
                 spec.gateway_id.clone(),
                 devices,
                 tx,
                 token,
+                topic_errors,
             ))
         }
     })
