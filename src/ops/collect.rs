@@ -6,7 +6,7 @@
 //! (`_total` counters, base units: seconds and bytes). `docs/grafana-dashboard.json`
 //! queries these names: rename one there too.
 
-use super::metrics::{process_rss_bytes, Collector, Exposition, Kind};
+use super::metrics::{process_rss_bytes, Collector, Exposition, Kind, Metrics, Series};
 use super::Live;
 use crate::sources::LATENCY_BUCKETS_US;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,6 +24,62 @@ mod tests;
 
 pub use outbox::outbox;
 use pipeline::pipeline;
+
+/// The families the daemon's ops side updates itself (reloads, watchdog ticks):
+/// defined here with every other family, one place for the names and help texts.
+pub(crate) struct DaemonSeries {
+    pub(crate) reload_ok: Series,
+    pub(crate) reload_invalid: Series,
+    pub(crate) reload_last_success: Series,
+    pub(crate) reload_last_time: Series,
+    pub(crate) reload_restart_needed: Series,
+    pub(crate) source_restarts: Series,
+    pub(crate) pings_sent: Series,
+    pub(crate) pings_withheld: Series,
+}
+
+impl DaemonSeries {
+    pub(crate) fn register(metrics: &Metrics) -> DaemonSeries {
+        let reloads = metrics.counter(
+            "edgegw_reloads_total",
+            "Configuration reloads (SIGHUP) by result: ok, or invalid (kept the running config).",
+            &["result"],
+        );
+        let pings = metrics.counter(
+            "edgegw_watchdog_pings_total",
+            "systemd watchdog ticks by outcome: sent, or withheld because the pipeline is wedged.",
+            &["result"],
+        );
+        let gauge = |name: &str, help: &str| metrics.gauge(name, help, &[]).with(&[]);
+        let series = DaemonSeries {
+            reload_ok: reloads.with(&["ok"]),
+            reload_invalid: reloads.with(&["invalid"]),
+            reload_last_success: gauge(
+                "edgegw_reload_last_success",
+                "1 when the last reload was applied (or none was tried), 0 when it was invalid.",
+            ),
+            reload_last_time: gauge(
+                "edgegw_reload_last_timestamp_seconds",
+                "Unix time of the last reload attempt; 0 = none.",
+            ),
+            reload_restart_needed: gauge(
+                "edgegw_reload_restart_needed",
+                "1 when the config on disk changed sections that only a restart applies.",
+            ),
+            source_restarts: metrics
+                .counter(
+                    "edgegw_source_reload_restarts_total",
+                    "Source tasks stopped or started by reloads.",
+                    &["action"],
+                )
+                .with(&["restart"]),
+            pings_sent: pings.with(&["sent"]),
+            pings_withheld: pings.with(&["withheld"]),
+        };
+        series.reload_last_success.set(1.0);
+        series
+    }
+}
 
 /// Sources, pipeline, models, model sync, forwarders, probes and process metrics,
 /// read from [`Live`].

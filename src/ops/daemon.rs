@@ -9,7 +9,7 @@
 
 use crate::app::Gateway;
 use crate::config::GatewayConfig;
-use crate::ops::metrics::{Metrics, Series};
+use crate::ops::metrics::Metrics;
 use crate::ops::notify::Notifier;
 use crate::ops::reload::GroupKey;
 use crate::ops::watchdog::{self, Verdict, Watchdog};
@@ -25,14 +25,8 @@ pub(crate) struct Ops {
     /// `WatchdogSec=` as systemd passed it, when it is meant for us.
     pub(crate) watchdog: Option<Duration>,
     metrics: Metrics,
-    reload_ok: Series,
-    reload_invalid: Series,
-    reload_last_success: Series,
-    reload_last_time: Series,
-    reload_restart_needed: Series,
-    source_restarts: Series,
-    pings_sent: Series,
-    pings_withheld: Series,
+    /// Reload and watchdog series (defined with every other family in `collect`).
+    series: crate::ops::collect::DaemonSeries,
     /// Stops the probe loop and the listener.
     cancel: CancellationToken,
     /// Stops the probe loop alone (a child of `cancel`): before the drain, since
@@ -55,24 +49,7 @@ impl Ops {
         let watchdog = crate::ops::notify::watchdog_interval();
         let metrics = Metrics::new();
         metrics.register(Arc::new(crate::ops::collect::LiveCollector(gateway.live())));
-        let reloads = metrics.counter(
-            "edgegw_reloads_total",
-            "Configuration reloads (SIGHUP) by result: ok, or invalid (kept the running config).",
-            &["result"],
-        );
-        let reload_last_success = metrics
-            .gauge(
-                "edgegw_reload_last_success",
-                "1 when the last reload was applied (or none was tried), 0 when it was invalid.",
-                &[],
-            )
-            .with(&[]);
-        reload_last_success.set(1.0);
-        let pings = metrics.counter(
-            "edgegw_watchdog_pings_total",
-            "systemd watchdog ticks by outcome: sent, or withheld because the pipeline is wedged.",
-            &["result"],
-        );
+        let series = crate::ops::collect::DaemonSeries::register(&metrics);
         let cancel = CancellationToken::new();
         let probe_cancel = cancel.child_token();
         let tx = gateway
@@ -105,32 +82,7 @@ impl Ops {
         Ok(Ops {
             notifier,
             watchdog,
-            reload_ok: reloads.with(&["ok"]),
-            reload_invalid: reloads.with(&["invalid"]),
-            reload_last_success,
-            reload_last_time: metrics
-                .gauge(
-                    "edgegw_reload_last_timestamp_seconds",
-                    "Unix time of the last reload attempt; 0 = none.",
-                    &[],
-                )
-                .with(&[]),
-            reload_restart_needed: metrics
-                .gauge(
-                    "edgegw_reload_restart_needed",
-                    "1 when the config on disk changed sections that only a restart applies.",
-                    &[],
-                )
-                .with(&[]),
-            source_restarts: metrics
-                .counter(
-                    "edgegw_source_reload_restarts_total",
-                    "Source tasks stopped or started by reloads.",
-                    &["action"],
-                )
-                .with(&["restart"]),
-            pings_sent: pings.with(&["sent"]),
-            pings_withheld: pings.with(&["withheld"]),
+            series,
             metrics,
             cancel,
             probe_cancel,
@@ -143,7 +95,8 @@ impl Ops {
     /// otherwise.
     pub(crate) async fn reload(&self, path: &std::path::Path, gateway: &mut Gateway) {
         self.notifier.reloading();
-        self.reload_last_time
+        self.series
+            .reload_last_time
             .set(crate::record::now_us() as f64 / 1e6);
         // The same rule as at start (`config::load`, `check --startup`): an error in
         // the config file refuses the reload; a bad profile leaves out its devices.
@@ -182,11 +135,13 @@ impl Ops {
                 "These sections changed and apply only after a restart (systemctl restart edgegw)"
             );
         }
-        self.reload_ok.inc();
-        self.reload_last_success.set(1.0);
-        self.reload_restart_needed
+        self.series.reload_ok.inc();
+        self.series.reload_last_success.set(1.0);
+        self.series
+            .reload_restart_needed
             .set(f64::from(u8::from(!report.restart_needed.is_empty())));
-        self.source_restarts
+        self.series
+            .source_restarts
             .add((p.stop.len() + p.start.len()) as u64);
         self.notifier.ready(&format!(
             "Reloaded: {} sources restarted or started, {} unchanged",
@@ -209,8 +164,8 @@ impl Ops {
             "Reload refused: {} has errors; still running on the previous config",
             path.display()
         );
-        self.reload_invalid.inc();
-        self.reload_last_success.set(0.0);
+        self.series.reload_invalid.inc();
+        self.series.reload_last_success.set(0.0);
         self.notifier.ready(&format!(
             "Reload refused ({errors} problems in {}); running on the previous config",
             path.display()
@@ -222,7 +177,7 @@ impl Ops {
         match dog.check(&gateway.live()) {
             Verdict::Progress | Verdict::Busy => {
                 self.notifier.watchdog();
-                self.pings_sent.inc();
+                self.series.pings_sent.inc();
             }
             Verdict::Stalled { since } => {
                 let wait = self
@@ -235,11 +190,11 @@ impl Ops {
                 };
                 if full {
                     self.notifier.watchdog();
-                    self.pings_sent.inc();
+                    self.series.pings_sent.inc();
                     self.notifier
                         .status("Outbox full: holding data and retrying; sources are pushed back");
                 } else {
-                    self.pings_withheld.inc();
+                    self.series.pings_withheld.inc();
                     tracing::error!(
                         stalled_secs = since.as_secs_f64(),
                         "The pipeline made no progress; withholding the watchdog ping so systemd restarts the gateway"
