@@ -18,10 +18,10 @@
 //!
 //! The day: SIGKILLs while the Modbus devices learn; the database unreachable while NAB
 //! publishes, with more SIGKILLs and the broker restarted in the middle; a SIGHUP with
-//! a broken profile
-//! (refused, the gateway keeps running) and one with a new device; then the outbox's
-//! filesystem (a tmpfs) filled to its bound with the database cut again, and the
-//! bearing fault starting in the middle of that.
+//! a broken profile (its device left out with a located error, the rest keeps running)
+//! and one with a new device; then the outbox's filesystem (a tmpfs) filled to its
+//! bound with the database cut again, and the bearing fault starting in the middle of
+//! that.
 //!
 //! Checked at the far end:
 //! - every NAB reading in `sensor_readings` exactly once (count and checksum);
@@ -1026,7 +1026,8 @@ async fn a_plant_s_worst_day_loses_nothing_and_duplicates_nothing() {
         pending_pg.into(),
     );
 
-    // ---- SIGHUP with a broken profile: refused, the gateway keeps running
+    // ---- SIGHUP with a broken profile: its device is left out with a located error,
+    // the gateway and every other device keep running
     std::fs::write(profiles.join("broken-vt.toml"), BROKEN_PROFILE).unwrap();
     write_config(
         "[[devices]]\nid = \"bad1\"\nprofile = \"broken-vt\"\n\
