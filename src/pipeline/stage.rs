@@ -61,6 +61,10 @@ pub(crate) fn spawn_processor(
             batches += 1;
             let started = Instant::now();
             let records = processor.process(&batch.readings);
+            if batch.ack.is_some() {
+                // A source that redelivers: its summaries tell late from redelivered.
+                processor.remember_recent(&batch.readings);
+            }
             live.pipeline
                 .record(processor.counters(), started.elapsed());
             for r in &records {

@@ -4,9 +4,16 @@
 //! bucket starts on the hour, UTC) and hold min, max, avg, count and the last value —
 //! the measures of the cloud's `sensor_readings_summary_hourly`, so the two can be
 //! compared. A bucket is emitted when the first reading of a later bucket arrives.
-//! A reading that is not newer than the last one summarised (late, out of order, or
-//! a redelivered message) is not summarised, so a redelivery never counts twice; the
-//! processor counts it (`late_for_summary`).
+//! A reading that is not newer than the last one summarised is either a redelivered
+//! message (MQTT after a broker restart, a base station resending) or a genuine
+//! reading that arrived out of order. For channels fed by a redelivering source the
+//! aggregator remembers the last [`RECENT`] timestamps it counted in the open bucket:
+//! a late reading whose timestamp is among them is a redelivery and is skipped; one
+//! that is not, but is no older than the oldest remembered, is counted (the long
+//! worst-day run lost 20 such readings from a summary before). Older than that it
+//! cannot be told apart and is not summarised; the processor counts it
+//! (`late_for_summary`). Other channels (polled sources, which neither redeliver nor
+//! reorder) keep no memory: every late reading is skipped there.
 //!
 //! Crashes: the daemon commits each channel's open bucket (`flush`, serialised) in the
 //! same outbox transaction as the records made from the readings it counts
@@ -47,6 +54,10 @@ impl Bucket {
     }
 }
 
+/// How many counted timestamps a redelivering channel remembers, 2 KiB (well beyond a
+/// broker's in-flight window: Mosquitto's default is 20).
+pub const RECENT: usize = 256;
+
 /// The open bucket of one channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummaryAggregator {
@@ -54,6 +65,9 @@ pub struct SummaryAggregator {
     bucket: Option<Bucket>,
     /// Readings older than the open bucket, not summarised.
     pub late: u64,
+    /// Timestamps counted in the open bucket, ascending, at most [`RECENT`]; `None`
+    /// until [`SummaryAggregator::remember_recent`] (redelivering sources only).
+    recent: Option<std::collections::VecDeque<TimestampUs>>,
 }
 
 impl SummaryAggregator {
@@ -63,7 +77,35 @@ impl SummaryAggregator {
             interval_us: i64::from(interval_secs.max(1)) * 1_000_000,
             bucket: None,
             late: 0,
+            recent: None,
         }
+    }
+
+    /// Remember counted timestamps from now on, to tell late readings from
+    /// redeliveries (a channel of a source that redelivers: MQTT).
+    pub fn remember_recent(&mut self) {
+        if self.recent.is_none() {
+            self.recent = Some(std::collections::VecDeque::new());
+        }
+    }
+
+    /// Notes that `ts_us` was counted (keeps `recent` ascending and bounded).
+    fn counted(&mut self, ts_us: TimestampUs) {
+        if let Some(r) = self.recent.as_mut() {
+            let at = r.partition_point(|t| *t < ts_us);
+            r.insert(at, ts_us);
+            if r.len() > RECENT {
+                r.pop_front();
+            }
+        }
+    }
+
+    /// A reading not newer than the last counted one: a genuine late one (counted)
+    /// or a redelivery (skipped)? Only a remembering channel can tell.
+    fn late_but_new(&self, ts_us: TimestampUs) -> bool {
+        self.recent.as_ref().is_some_and(|r| {
+            r.front().is_some_and(|oldest| ts_us > *oldest) && r.binary_search(&ts_us).is_err()
+        })
     }
 
     /// Resumes a bucket persisted at the last shutdown.
@@ -84,7 +126,19 @@ impl SummaryAggregator {
         }
         let start = self.start_of(ts_us);
         let mut done = None;
+        let late_but_new = self.late_but_new(ts_us);
         match &mut self.bucket {
+            // Out of order but never counted, in the open bucket: count it.
+            Some(b)
+                if ts_us <= b.last_ts_us && b.count > 0 && late_but_new && b.start_us == start =>
+            {
+                b.min = b.min.min(value);
+                b.max = b.max.max(value);
+                b.sum += value;
+                b.count += 1;
+                self.counted(ts_us);
+                return None;
+            }
             // Not newer than the last reading summarised: a redelivered message (MQTT
             // after a broker restart, a base station resending) or an out-of-order
             // one. Summaries cover readings in time order, each once.
@@ -101,6 +155,7 @@ impl SummaryAggregator {
                     b.last = value;
                     b.last_ts_us = ts_us;
                 }
+                self.counted(ts_us);
                 return None;
             }
             Some(b) if start < b.start_us => {
@@ -119,6 +174,11 @@ impl SummaryAggregator {
             last: value,
             last_ts_us: ts_us,
         });
+        // A new bucket: what the old one counted cannot come again into this one.
+        if let Some(r) = self.recent.as_mut() {
+            r.clear();
+        }
+        self.counted(ts_us);
         done
     }
 
@@ -171,6 +231,38 @@ mod tests {
         let b = a.flush().expect("open");
         assert_eq!((b.count, b.sum, b.max), (3, 6.0, 3.0));
         assert_eq!(a.late, 2);
+    }
+
+    /// A channel of a redelivering source: a reading that arrives after newer ones
+    /// but was never counted is counted (the long worst-day run left 20 such out of
+    /// an hour's summary); a redelivered one is still counted once.
+    #[test]
+    fn a_late_reading_counts_and_a_redelivered_one_does_not() {
+        let base = 1_764_064_800 * S;
+        let mut a = SummaryAggregator::new(3600);
+        a.remember_recent();
+        for (ts, v) in [
+            (10, 1.0),
+            (20, 2.0),
+            (30, 3.0),
+            (15, 9.0),
+            (20, 2.0),
+            (15, 9.0),
+            (40, 4.0),
+        ] {
+            a.push(base + ts * S, v);
+        }
+        let b = a.flush().expect("open");
+        // 10, 20, 30, 15 (late, new), 40; the second 20 and 15 are redeliveries.
+        assert_eq!((b.count, b.sum, b.max, b.last), (5, 19.0, 9.0, 4.0));
+        assert_eq!(a.late, 2);
+        // Older than anything remembered: cannot be told apart, not counted.
+        a.push(base + 5 * S, 7.0);
+        assert_eq!(a.flush().expect("open").count, 5);
+        // A new bucket starts its own memory; the old bucket's readings stay out.
+        a.push(base + 3600 * S, 1.0);
+        a.push(base + 40 * S, 4.0);
+        assert_eq!(a.flush().expect("open").count, 1);
     }
 
     #[test]

@@ -253,6 +253,17 @@ impl Processor {
         out
     }
 
+    /// The channels of `readings` come from a source that redelivers (MQTT QoS 1):
+    /// their summaries remember what they counted, to count a late reading and skip a
+    /// redelivered one (`summary.rs`).
+    pub fn remember_recent(&mut self, readings: &[Reading]) {
+        for r in readings {
+            if let Some(ch) = self.channels.get_mut(&r.sensor_id) {
+                ch.summary.remember_recent();
+            }
+        }
+    }
+
     /// Sets the validation limits of a channel (from its hardware profile). Channels
     /// never registered are validated with no limits.
     pub fn register_channel(&mut self, sensor_id: &str, limits: ChannelLimits) {
