@@ -408,31 +408,54 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start(pki: &Pki, pair: &CertPair, auth_clients: &str) -> RedisServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let log = dir.path().join("redis.log");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .arg("--tls-cert-file")
-            .arg(&pair.cert)
-            .arg("--tls-key-file")
-            .arg(&pair.key)
-            .arg("--tls-ca-cert-file")
-            .arg(&pki.ca)
-            .args(["--tls-auth-clients", auth_clients])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); apt-get install redis-server")
-            });
-        wait_listening(port, "redis-server (TLS)", Some(&log));
-        RedisServer { child, port, dir }
+        // redis-server cannot take port 0 for TLS, so the port is picked first; a
+        // parallel test may take it in between. Then this server exits ("address in
+        // use") while the port answers for someone else: wait for this server's own
+        // "Ready" line, and try another port when it died.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let log = dir.path().join("redis.log");
+            let mut child = Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--logfile")
+                .arg(&log)
+                .arg("--tls-cert-file")
+                .arg(&pair.cert)
+                .arg("--tls-key-file")
+                .arg(&pair.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&pki.ca)
+                .args(["--tls-auth-clients", auth_clients])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start redis-server ({e}); apt-get install redis-server")
+                });
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let ready = std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("Ready to accept connections"));
+                if ready {
+                    wait_listening(port, "redis-server (TLS)", Some(&log));
+                    return RedisServer { child, port, dir };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // exited: most likely the port was taken; another one
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server (TLS) not ready in 20 s; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("redis-server (TLS) could not start on 5 ports in a row")
     }
 
     pub fn log(&self) -> String {
