@@ -109,7 +109,8 @@ impl Gateway {
         let config = &loaded.config;
         let path = outbox_path(config);
         // The same list the forwarders come from: one cursor per forwarder.
-        let names = crate::upstream::registry::names(config);
+        let upstreams = crate::upstream::registry::enabled(config);
+        let names: Vec<&'static str> = upstreams.iter().map(|u| u.name).collect();
         let settings = config.outbox.clone();
         let gateway_id = config.gateway.id.clone();
         let outbox = tokio::task::spawn_blocking(move || {
@@ -165,7 +166,7 @@ impl Gateway {
             notify.clone(),
         ));
         // Upstream forwarders: one task per enabled upstream, stopped last.
-        let forwarders = crate::upstream::spawn_forwarders(config, &outbox, &notify);
+        let forwarders = crate::upstream::spawn_forwarders(upstreams, &outbox, &notify);
         if let Ok(mut u) = live.upstreams.write() {
             u.clone_from(&forwarders.metrics);
         }

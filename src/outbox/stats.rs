@@ -143,9 +143,8 @@ impl Outbox {
         Ok(())
     }
 
-    /// Everything but [`Outbox::fill_depth`]: index seeks and the counters table,
-    /// no scan of the records (per-upstream pending comes from the balance
-    /// counters, which change in the transactions they count).
+    /// Everything but [`Outbox::fill_depth`] (which also counts pending per
+    /// upstream): index seeks and the counters table, no scan of the records.
     pub(crate) fn stats_without_depth(&self) -> Result<OutboxStats, OutboxError> {
         let now = now_us();
         let q = |e| self.err("reading stats", e);
@@ -193,7 +192,7 @@ impl Outbox {
                 configured: self.upstreams.contains(&name),
                 name,
                 acked_id,
-                pending: 0, // from the counters below
+                pending: 0, // counted by `fill_depth`
                 lag_secs: first.map(|t| age_secs(now, t)),
                 dead_letters: dead as u64,
                 delivered: 0,
@@ -232,15 +231,6 @@ impl Outbox {
             u.dead_lettered = get(format!("dead_lettered:{}", u.name));
         }
         let appended = counters.get("appended").copied().unwrap_or(0);
-        for u in &mut upstreams {
-            // The balance (docs/outbox.md): appended = delivered + pending +
-            // dead-lettered + evicted unsent, for every upstream, at every commit.
-            // [`Outbox::fill_depth`] replaces it with the counted number.
-            u.pending = appended
-                .saturating_sub(u.delivered)
-                .saturating_sub(u.dead_lettered)
-                .saturating_sub(u.unsent_evicted);
-        }
         let file_bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         Ok(OutboxStats {
             path: self.path.display().to_string(),

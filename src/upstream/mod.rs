@@ -140,18 +140,18 @@ impl Forwarders {
     }
 }
 
-/// Starts one forwarder per enabled upstream of `config` ([`registry::enabled`], the
-/// same list the outbox takes its cursors from) on the current runtime. `notify` is
-/// the outbox writer's wake-up.
+/// Starts one forwarder per enabled upstream ([`registry::enabled`], the same list
+/// the outbox took its cursors from) on the current runtime. `notify` is the outbox
+/// writer's wake-up.
 pub fn spawn_forwarders(
-    config: &crate::config::GatewayConfig,
+    upstreams: Vec<registry::Planned>,
     outbox: &crate::outbox::OutboxHandle,
     notify: &std::sync::Arc<tokio::sync::Notify>,
 ) -> Forwarders {
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut tasks = Vec::new();
     let mut metrics = std::collections::BTreeMap::new();
-    for up in registry::enabled(config) {
+    for up in upstreams {
         let m = std::sync::Arc::new(UpstreamMetrics::default());
         metrics.insert(up.name, m.clone());
         let task = (up.spawn)(outbox.clone(), notify.clone(), m, cancel.child_token());

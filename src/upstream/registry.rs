@@ -1,6 +1,6 @@
 //! The upstreams there are, in one list: what each needs from the config and how
-//! its forwarder is built. The outbox's cursors ([`names`]) and the forwarders
-//! ([`super::spawn_forwarders`]) both come from [`enabled`], so the two can never
+//! its forwarder is built. The gateway calls [`enabled`] once; the outbox's cursors
+//! and the forwarders ([`super::spawn_forwarders`]) both come from it, so the two can never
 //! disagree (a cursor without a forwarder would fill the outbox; a forwarder
 //! without a cursor would fail at its first peek).
 //!
@@ -42,11 +42,6 @@ const UPSTREAMS: &[fn(&GatewayConfig) -> Option<Planned>] =
 /// The enabled upstreams of `config`.
 pub fn enabled(config: &GatewayConfig) -> Vec<Planned> {
     UPSTREAMS.iter().filter_map(|plan| plan(config)).collect()
-}
-
-/// Names of the enabled upstreams: the outbox keeps one cursor per name.
-pub fn names(config: &GatewayConfig) -> Vec<&'static str> {
-    enabled(config).iter().map(|p| p.name).collect()
 }
 
 /// A forwarder around `sink` with its delivery knobs.
@@ -106,6 +101,10 @@ fn plan_mqtt(config: &GatewayConfig) -> Option<Planned> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(config: &GatewayConfig) -> Vec<&'static str> {
+        enabled(config).iter().map(|p| p.name).collect()
+    }
 
     #[test]
     fn cursors_and_forwarders_come_from_one_list() {
