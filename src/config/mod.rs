@@ -4,6 +4,10 @@
 //! as a secret, is no override), and validation that reports every problem with
 //! file:line:column.
 //!
+//! The sections of the sources (`[devices.<transport>]`, `[serial_ports]`,
+//! `[mqtt_brokers]`) are owned by their folders (`sources/<kind>/config.rs`) and
+//! re-exported here; this module ties them into [`GatewayConfig`] and [`Transport`].
+//!
 //! `config/edgegw.toml` in the repository documents every option; keep it in step.
 
 mod load;
@@ -16,6 +20,10 @@ pub use secret::{SecretError, SecretRef};
 pub use upstreams::{
     Delivery, HttpUpstream, MqttUpstream, RedisUpstream, TimescaleUpstream, UpstreamsConfig,
 };
+
+pub use crate::sources::modbus::config::{ModbusRtuTransport, ModbusTcpTransport};
+pub use crate::sources::mqtt::config::{MqttBrokerConfig, MqttTransport};
+pub use crate::sources::serial::config::{FlowControl, Parity, SerialPortConfig, SerialTransport};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -177,146 +185,6 @@ pub struct ModelPin {
     pub name: String,
     /// Exact version; absent = the newest cached version of that name.
     pub version: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModbusTcpTransport {
-    /// Host name or IP address of the device or Modbus gateway.
-    pub host: String,
-    #[serde(default = "default_modbus_port")]
-    pub port: u16,
-    /// Unit id (slave id); 1 for most TCP devices, the RTU address behind a gateway.
-    #[serde(default = "default_unit_id")]
-    pub unit_id: u8,
-    /// Time allowed for one request; the async client has no timeout of its own.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Overrides the profile's `modbus.max_gap` for this device.
-    pub max_gap: Option<u16>,
-}
-
-fn default_modbus_port() -> u16 {
-    502
-}
-
-fn default_unit_id() -> u8 {
-    1
-}
-
-fn default_timeout_ms() -> u64 {
-    1000
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModbusRtuTransport {
-    /// Name of the bus in `[serial_ports]`.
-    pub port: String,
-    /// Unit id (slave address) 1..247.
-    pub unit_id: u8,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Overrides the profile's `modbus.max_gap` for this device.
-    pub max_gap: Option<u16>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SerialTransport {
-    /// Name of the port in `[serial_ports]`.
-    pub port: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttTransport {
-    /// Name of the broker in `[mqtt_brokers]`.
-    pub broker: String,
-    /// Topic filter; overrides the profile's `mqtt.topic` (e.g. to pick one sensor).
-    pub topic: Option<String>,
-}
-
-/// A serial port: an RS-485 bus for Modbus RTU, or the line of an ASCII sensor.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SerialPortConfig {
-    /// Device path, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/...` (stable across
-    /// replugging; prefer it).
-    pub path: PathBuf,
-    #[serde(default = "default_baud")]
-    pub baud: u32,
-    /// 5, 6, 7 or 8.
-    #[serde(default = "default_data_bits")]
-    pub data_bits: u8,
-    #[serde(default)]
-    pub parity: Parity,
-    /// 1 or 2.
-    #[serde(default = "default_stop_bits")]
-    pub stop_bits: u8,
-    #[serde(default)]
-    pub flow_control: FlowControl,
-    /// Modbus RTU: silence before each request; default 3.5 character times at this
-    /// baud rate (at least 1.75 ms above 19200 baud, as the spec says).
-    pub inter_frame_delay_ms: Option<f64>,
-    /// Modbus RTU: minimum pause between the end of one answer and the next request;
-    /// slow slaves need more.
-    pub min_request_pause_ms: Option<f64>,
-}
-
-fn default_baud() -> u32 {
-    9600
-}
-
-fn default_data_bits() -> u8 {
-    8
-}
-
-fn default_stop_bits() -> u8 {
-    1
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    #[default]
-    None,
-    Even,
-    Odd,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FlowControl {
-    #[default]
-    None,
-    Software,
-    Hardware,
-}
-
-/// An MQTT broker sensors publish to.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttBrokerConfig {
-    pub host: String,
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
-    /// Fixed client id: with a persistent session, messages published while the
-    /// gateway was away are delivered when it returns. Default `edgegw-<gateway id>`.
-    pub client_id: Option<String>,
-    #[serde(default = "default_keep_alive_secs")]
-    pub keep_alive_secs: u64,
-    pub username: Option<String>,
-    pub password: Option<SecretRef>,
-    pub tls: Option<TlsConfig>,
-}
-
-fn default_mqtt_port() -> u16 {
-    1883
-}
-
-fn default_keep_alive_secs() -> u64 {
-    30
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

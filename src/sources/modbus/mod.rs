@@ -16,6 +16,7 @@
 //! This module never touches SQLite and knows no upstream format.
 
 pub mod codec;
+pub mod config;
 pub mod explain;
 pub mod plan;
 mod poll;

@@ -37,6 +37,7 @@
 //! the connection when [`MAX_PENDING`] messages wait for their acks or [`MAX_OUTQ`]
 //! batches wait for room in the pipeline.
 
+pub mod config;
 mod conn;
 pub mod decode;
 pub mod options;

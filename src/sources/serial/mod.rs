@@ -11,6 +11,7 @@
 //! It must not touch SQLite or know upstream formats, and it never acknowledges
 //! anything: a serial line has no redelivery, so its batches carry no [`crate::sources::Ack`].
 
+pub mod config;
 pub mod frame;
 pub mod parse;
 pub(crate) mod support;
