@@ -20,6 +20,7 @@ pub mod config;
 pub mod explain;
 pub mod plan;
 mod poll;
+pub mod profile;
 mod rtu;
 pub mod sim;
 mod tcp;

@@ -41,6 +41,7 @@ pub mod config;
 mod conn;
 pub mod decode;
 pub mod options;
+pub mod profile;
 pub mod route;
 mod routing;
 #[cfg(test)]
