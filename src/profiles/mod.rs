@@ -8,13 +8,14 @@
 //! This module owns the format, loading and validation. It does not talk to devices:
 //! `sources/` reads a validated [`Profile`]. The transport sections (`[modbus]`,
 //! `[serial]`, `[mqtt]`) are owned by their source folders
-//! (`sources/<kind>/profile.rs`) and re-exported here.
+//! (`sources/<kind>/profile.rs`, their checks in `profile_checks.rs` next to it) and
+//! re-exported here.
 
 mod validate;
 
 #[allow(unused_imports)]
 pub(crate) use validate::MAX_MQTT_PAYLOAD_BYTES;
-pub(crate) use validate::{name_problem, topic_filter_problem};
+pub(crate) use validate::{channel_ref, name_problem, topic_filter_problem};
 
 use crate::diag::{deserialize_all, Diagnostic, FieldPath, SourceFile};
 use crate::record::SensorType;

@@ -1,18 +1,20 @@
 //! Semantic checks of a profile that serde cannot express: overlapping registers,
 //! widths that disagree with types, channels that do not exist, regexes that do not
 //! compile. Pure: collects every problem with its location, never stops at the first.
+//!
+//! Here: the checks of the profile as a whole (vendor, model, channels, at least one
+//! transport section) and the helpers they share; each transport section's own
+//! checks are in its source folder (`sources/<kind>/profile_checks.rs`), called
+//! from [`validate_profile`].
 
 use super::*;
 use crate::diag::{Diagnostic, FieldPath, SourceFile};
-
-mod modbus;
-mod mqtt;
-mod serial;
-
-use modbus::modbus;
-use mqtt::mqtt;
-pub(crate) use mqtt::{topic_filter_problem, MAX_MQTT_PAYLOAD_BYTES};
-use serial::serial;
+use crate::sources::modbus::profile_checks::modbus;
+use crate::sources::mqtt::profile_checks::mqtt;
+pub(crate) use crate::sources::mqtt::profile_checks::{
+    topic_filter_problem, MAX_MQTT_PAYLOAD_BYTES,
+};
+use crate::sources::serial::profile_checks::serial;
 
 /// Checks a deserialized profile; problems go to `diags` located in `file`.
 pub fn validate_profile(file: &SourceFile, p: &Profile, diags: &mut Vec<Diagnostic>) {
@@ -120,7 +122,9 @@ pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
     None
 }
 
-fn channel_ref(
+/// Reports `channel` at `path` unless the profile (or, with errors of its own, the
+/// file) has a channel of that name.
+pub(crate) fn channel_ref(
     file: &SourceFile,
     p: &Profile,
     path: &FieldPath,

@@ -21,6 +21,7 @@ pub mod explain;
 pub mod plan;
 mod poll;
 pub mod profile;
+pub(crate) mod profile_checks;
 mod rtu;
 pub mod sim;
 mod tcp;

@@ -1,6 +1,6 @@
 //! The `[modbus]` section of a hardware profile: the register map (scalar registers,
 //! waveform blocks, forbidden ranges, addressing, byte/word order). Re-exported at
-//! `crate::profiles`.
+//! `crate::profiles`; its checks are in `profile_checks.rs`.
 
 use crate::profiles::one;
 use serde::Deserialize;

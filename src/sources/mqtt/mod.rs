@@ -42,6 +42,7 @@ mod conn;
 pub mod decode;
 pub mod options;
 pub mod profile;
+pub(crate) mod profile_checks;
 pub mod route;
 mod routing;
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The `[mqtt]` section of a hardware profile: topic filter, payload decoder,
 //! timestamps, batches, topic levels and which part of a payload feeds which
-//! channel. Re-exported at `crate::profiles`.
+//! channel. Re-exported at `crate::profiles`; its checks are in `profile_checks.rs`.
 
 use crate::profiles::{default_delimiter, one};
 use serde::Deserialize;

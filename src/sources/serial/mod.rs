@@ -15,6 +15,7 @@ pub mod config;
 pub mod frame;
 pub mod parse;
 pub mod profile;
+pub(crate) mod profile_checks;
 pub(crate) mod support;
 
 pub use frame::{nmea_xor, unescape_command, FrameEvent, Framer};

@@ -1,5 +1,6 @@
 //! The `[serial]` section of a hardware profile: framing, checksum, the line parser
-//! and which field feeds which channel. Re-exported at `crate::profiles`.
+//! and which field feeds which channel. Re-exported at `crate::profiles`; its checks
+//! are in `profile_checks.rs`.
 
 use crate::profiles::{default_delimiter, one};
 use serde::Deserialize;

@@ -1,9 +1,11 @@
 //! Checks of a profile's `[serial]` format: framing, the line parser and its
-//! fields, and the channels they feed.
+//! fields, and the channels they feed. Called by [`crate::profiles::validate_profile`].
 
-use super::*;
+use super::profile::{SerialFormat, SerialParser};
+use crate::diag::{Diagnostic, FieldPath, SourceFile};
+use crate::profiles::{channel_ref, Profile};
 
-pub(super) fn serial(
+pub(crate) fn serial(
     file: &SourceFile,
     p: &Profile,
     s: &SerialFormat,

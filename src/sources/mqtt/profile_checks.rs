@@ -1,7 +1,11 @@
 //! Checks of a profile's `[mqtt]` format: topic filters, payload and device
-//! limits, and the channels the payload fields feed.
+//! limits, and the channels the payload fields feed. Called by
+//! [`crate::profiles::validate_profile`].
 
-use super::*;
+use super::profile::{MqttFormat, PayloadFormat};
+use crate::diag::{Diagnostic, FieldPath, SourceFile};
+use crate::profiles::{channel_ref, Profile};
+use std::collections::BTreeMap;
 
 /// Largest `mqtt.max_payload_bytes`; the MQTT connection itself accepts packets up
 /// to this size (see `sources::mqtt`).
@@ -28,7 +32,7 @@ pub(crate) fn topic_filter_problem(t: &str) -> Option<String> {
     None
 }
 
-pub(super) fn mqtt(file: &SourceFile, p: &Profile, m: &MqttFormat, diags: &mut Vec<Diagnostic>) {
+pub(crate) fn mqtt(file: &SourceFile, p: &Profile, m: &MqttFormat, diags: &mut Vec<Diagnostic>) {
     let base = FieldPath::root().join("mqtt");
     if let Some(problem) = topic_filter_problem(&m.topic) {
         diags.push(file.diag(&base.join("topic"), problem));

@@ -1,9 +1,13 @@
 //! Checks of a profile's `[modbus]` map: register widths and types, overlapping
-//! address spans, and the channels the registers feed.
+//! address spans, and the channels the registers feed. Called by
+//! [`crate::profiles::validate_profile`].
 
-use super::*;
+use super::profile::{Addressing, DataType, ModbusMap, Table};
+use crate::diag::{Diagnostic, FieldPath, SourceFile};
+use crate::profiles::{channel_ref, Profile};
+use std::collections::BTreeMap;
 
-pub(super) fn modbus(file: &SourceFile, p: &Profile, m: &ModbusMap, diags: &mut Vec<Diagnostic>) {
+pub(crate) fn modbus(file: &SourceFile, p: &Profile, m: &ModbusMap, diags: &mut Vec<Diagnostic>) {
     let base = FieldPath::root().join("modbus");
     let one_based = m.addressing == Addressing::OneBased;
     if m.max_registers_per_read == 0 || m.max_registers_per_read > 125 {
