@@ -3,10 +3,13 @@
 //! RTU bus, one MQTT broker connection) and how it is started. `app.rs` only spawns
 //! what [`task`] returns, under the group's own cancellation token.
 //!
-//! Adding a source: its folder under `sources/` (config section, profile section and
-//! checks, the task), a `GroupKey` variant with its grouping rule in
-//! `ops/reload.rs`, and one arm here (docs/ARCHITECTURE.md, "Adding a source or an
-//! upstream").
+//! Adding a source: its folder under `sources/` with the task, its config section
+//! (`config.rs`, re-exported in `config/mod.rs`; a `DeviceConfig` field and a
+//! `Transport` variant name it), its profile section (`profile.rs`, re-exported in
+//! `profiles/mod.rs`; a `Profile` field names it) and that section's checks
+//! (`profile_checks.rs`, called from `profiles::validate_profile`); a `GroupKey`
+//! variant with its grouping rule in `ops/reload.rs`; and one arm here
+//! (docs/ARCHITECTURE.md, "Adding a source or an upstream").
 
 use super::{DeviceSpec, SourceBatch};
 use crate::ops::reload::{GroupKey, GroupSpec};

@@ -6,6 +6,11 @@
 //! A source whose input must be acknowledged (MQTT QoS 1, a serial line with a
 //! query/response protocol) attaches an [`Ack`]; the outbox writer fires it only after
 //! the records made from that batch are committed.
+//!
+//! Each source folder owns its config section (`config.rs`), its hardware-profile
+//! section (`profile.rs`) and that section's checks (`profile_checks.rs`);
+//! `crate::config` and `crate::profiles` re-export them and tie them together.
+//! [`group`] is where the kinds of source are listed.
 
 pub mod group;
 pub mod modbus;

@@ -2,6 +2,8 @@
 //! the technician's `modbus read` tool and a profile-driven simulator.
 //!
 //! Code map:
+//! - [`config`]: the `[devices.modbus_tcp]` and `[devices.modbus_rtu]` config sections.
+//! - [`profile`]: a profile's `[modbus]` register map; `profile_checks`: its checks.
 //! - [`plan`]: register map -> read requests per poll group (pure); [`plan::explain`].
 //! - [`codec`]: registers -> numbers, bools, strings under ABCD/BADC/CDAB/DCBA (pure).
 //! - `poll`: one read with a timeout ([`timed_read`]), a poll group -> readings,
