@@ -8,10 +8,13 @@
 //!                           detect, summarise)          forwarders)
 //! ```
 //!
-//! Shutdown (SIGTERM, SIGINT): cancel the sources; when they have returned, their
-//! senders are gone, so the processor drains its channel, flushes partial summaries
-//! and ends; then the writer commits what it holds and ends. Nothing in flight is
-//! lost, and nothing is cancelled in the middle of commit -> ack.
+//! Every task runs under one [`Shutdown`]: one root token and one completion
+//! signal. Shutdown (SIGTERM, SIGINT) cancels the root: the sources, the model sync
+//! and the watchdog probes stop; with their senders gone the processor drains its
+//! channel, flushes partial summaries and ends; then the writer commits what it holds
+//! and ends. Only then is the drained signal given, on which the forwarders and the
+//! status listener stop. Nothing in flight is lost, and nothing is cancelled in the
+//! middle of commit -> ack.
 //!
 //! Reload (SIGHUP): sources run as *groups* (one task per TCP or serial device, per
 //! RTU bus, per MQTT broker), each under its own child cancellation token; a reload
@@ -30,8 +33,9 @@ use crate::ops::reload::{self, GroupKey};
 use crate::ops::Live;
 use crate::outbox::{run_writer, Outbox, OutboxBatch, OutboxHandle, OutboxState, WriterReport};
 use crate::pipeline::stage::{channel_limits, spawn_processor, Control};
-use crate::pipeline::{Processor, ProcessorCounters};
+use crate::pipeline::Processor;
 use crate::record::AlertRecord;
+use crate::shutdown::Shutdown;
 use crate::sources::{DeviceStats, SourceBatch};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -40,18 +44,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 // `edgegw run` and its signal loop live with the rest of the operations side;
 // `outbox_path` with the outbox.
 mod groups;
 mod reloading;
+mod stop;
 
 pub use crate::ops::daemon::{run, wait_for_stop_signal};
 pub use crate::outbox::outbox_path;
 use groups::RunningGroup;
 pub use reloading::ReloadReport;
+pub use stop::ShutdownReport;
 
 /// Capacity of the channel from sources to the processor, in batches (a batch is one
 /// poll of one device). Bounded: a slow pipeline pushes back on the sources.
@@ -60,16 +64,18 @@ const SOURCE_CHANNEL: usize = 1024;
 const OUTBOX_CHANNEL: usize = 256;
 /// How long sources get to stop after they were cancelled.
 const SOURCE_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the tasks that stop at the drained signal (forwarders between batches,
+/// the status listener) get before the gateway reports them.
+const DRAINED_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Channel limits for the processor thread, sent when a reload starts a device.
 type ChannelControl = std::sync::mpsc::Sender<Control>;
 
 /// A running gateway.
 pub struct Gateway {
-    /// Parent of every source group's token: cancelling it stops all sources.
-    sources_cancel: CancellationToken,
-    /// Every source task ever started (closed at shutdown, so `wait` can end).
-    sources: TaskTracker,
+    /// The root token and completion signal of every task below (and of the ops
+    /// side's): each source group runs under a child token of it.
+    shutdown: Shutdown,
     /// The running source tasks, by group.
     groups: BTreeMap<GroupKey, RunningGroup>,
     source_tx: Option<mpsc::Sender<SourceBatch>>,
@@ -92,21 +98,12 @@ pub struct Gateway {
     pub models: Option<inference::sync::ModelSyncHandle>,
 }
 
-/// What happened, for the log line at exit and the demo's report.
-#[derive(Debug, Clone, Default)]
-pub struct ShutdownReport {
-    pub processor: ProcessorCounters,
-    pub batches: u64,
-    pub writer: WriterReport,
-    /// Sources that did not stop within the timeout (aborted).
-    pub sources_aborted: bool,
-}
-
 impl Gateway {
     /// Opens the outbox, builds the stages and starts a source for every runnable
     /// device.
     pub async fn start(loaded: &Loaded) -> anyhow::Result<Gateway> {
         let config = &loaded.config;
+        let shutdown = Shutdown::new();
         let path = outbox_path(config);
         // The same list the forwarders come from: one cursor per forwarder.
         let upstreams = crate::upstream::registry::enabled(config);
@@ -125,7 +122,7 @@ impl Gateway {
         );
         // Models: cached bundles replace the defaults before the first reading (no
         // network needed); S3 sync then runs in its own task when configured.
-        let models = inference::sync::start(config, &registry).await;
+        let models = inference::sync::start(config, &registry, &shutdown).await;
         let mut processor = Processor::new(
             &config.pipeline,
             registry.clone(),
@@ -159,14 +156,14 @@ impl Gateway {
         let (control, control_rx) = std::sync::mpsc::channel();
         let (alerts, _) = broadcast::channel(256);
         let notify = Arc::new(Notify::new());
-        let writer = tokio::spawn(run_writer(
+        let writer = shutdown.spawn(run_writer(
             outbox.clone(),
             outbox_rx,
             config.outbox.clone(),
             notify.clone(),
         ));
-        // Upstream forwarders: one task per enabled upstream, stopped last.
-        let forwarders = crate::upstream::spawn_forwarders(upstreams, &outbox, &notify);
+        // Upstream forwarders: one task per enabled upstream, stopped when drained.
+        let forwarders = crate::upstream::spawn_forwarders(upstreams, &outbox, &notify, &shutdown);
         if let Ok(mut u) = live.upstreams.write() {
             u.clone_from(&forwarders.metrics);
         }
@@ -177,11 +174,11 @@ impl Gateway {
             outbox_tx,
             alerts.clone(),
             live.clone(),
+            &shutdown,
         );
 
         let mut gateway = Gateway {
-            sources_cancel: CancellationToken::new(),
-            sources: TaskTracker::new(),
+            shutdown,
             groups: BTreeMap::new(),
             source_tx: Some(source_tx),
             control,
@@ -240,46 +237,14 @@ impl Gateway {
         self.groups.len()
     }
 
+    /// The root token and completion signal: the ops side runs its tasks under it
+    /// (the probes stop with the sources, the status listener when drained).
+    pub fn tasks(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
     /// Live counters and state for the status listener and the watchdog.
     pub fn live(&self) -> Arc<Live> {
         self.live.clone()
-    }
-
-    /// Orderly shutdown: sources first, then everything in flight into the outbox.
-    pub async fn shutdown(mut self) -> anyhow::Result<ShutdownReport> {
-        self.live.ready.store(false, Relaxed);
-        if let Some(models) = self.models.take() {
-            models.stop().await;
-        }
-        self.sources_cancel.cancel();
-        self.sources.close();
-        let aborted = tokio::time::timeout(SOURCE_STOP_TIMEOUT, self.sources.wait())
-            .await
-            .is_err();
-        if aborted {
-            tracing::warn!("Some sources did not stop in time; their last poll is lost");
-            for g in self.groups.values() {
-                g.handle.abort();
-            }
-        }
-        // With the sources gone, this was the last sender: the processor drains and ends.
-        self.source_tx.take();
-        let (processor, batches) = self.processor.await.context("the processor task failed")?;
-        let writer = self.writer.await.context("the outbox writer task failed")?;
-        tracing::info!(
-            committed = writer.records_committed,
-            abandoned = writer.records_abandoned,
-            "Pipeline drained into the outbox"
-        );
-        // Forwarders stop last, between batches (never between a write and its ack).
-        if let Some(f) = self.forwarders.take() {
-            f.stop().await;
-        }
-        Ok(ShutdownReport {
-            processor: *processor.counters(),
-            batches,
-            writer,
-            sources_aborted: aborted,
-        })
     }
 }

@@ -17,5 +17,6 @@ pub mod profiles;
 pub mod record;
 pub mod replay;
 pub mod retry;
+pub mod shutdown;
 pub mod sources;
 pub mod upstream;

@@ -1,6 +1,7 @@
 //! The running source groups of a [`Gateway`]: one task per group (a Modbus TCP
 //! or serial device, an RTU bus, an MQTT broker connection), each under a child
-//! token of the sources' root token, so a reload can stop one and shutdown all.
+//! token of the gateway's root token ([`crate::shutdown::Shutdown`]), so a reload can
+//! stop one and shutdown all.
 //! Which task reads a group is `crate::sources::group`.
 
 use super::{Gateway, SOURCE_STOP_TIMEOUT};
@@ -21,7 +22,7 @@ pub(super) struct RunningGroup {
 impl Gateway {
     /// Starts the source task of one group under a child token of the root.
     pub(super) fn spawn_group(&mut self, spec: GroupSpec) -> RunningGroup {
-        let cancel = self.sources_cancel.child_token();
+        let cancel = self.shutdown.token().child_token();
         let name = spec.key.to_string();
         let alive = Arc::new(AtomicBool::new(true));
         if let Ok(mut s) = self.live.sources.write() {
@@ -59,7 +60,7 @@ impl Gateway {
                 handle: tokio::spawn(async {}),
             };
         };
-        let handle = self.sources.spawn(async move {
+        let handle = self.shutdown.spawn(async move {
             run.await;
             alive.store(false, Relaxed);
         });

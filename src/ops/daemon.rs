@@ -17,7 +17,6 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// The operations side of a running gateway.
 pub(crate) struct Ops {
@@ -27,12 +26,11 @@ pub(crate) struct Ops {
     metrics: Metrics,
     /// Reload and watchdog series (defined with every other family in `collect`).
     series: crate::ops::collect::DaemonSeries,
-    /// Stops the probe loop and the listener.
-    cancel: CancellationToken,
-    /// Stops the probe loop alone (a child of `cancel`): before the drain, since
-    /// the probes hold a source sender that would keep the pipeline open.
-    probe_cancel: CancellationToken,
-    probes: Option<JoinHandle<()>>,
+    /// The probe loop: stops with the sources (the gateway's root token), since it
+    /// holds a source sender that would keep the pipeline open.
+    probes: JoinHandle<()>,
+    /// The status listener: stops when the pipeline has drained, so a supervisor
+    /// sees the drain.
     listener: Option<JoinHandle<()>>,
 }
 
@@ -50,16 +48,15 @@ impl Ops {
         let metrics = Metrics::new();
         metrics.register(Arc::new(crate::ops::collect::LiveCollector(gateway.live())));
         let series = crate::ops::collect::DaemonSeries::register(&metrics);
-        let cancel = CancellationToken::new();
-        let probe_cancel = cancel.child_token();
+        let tasks = gateway.tasks();
         let tx = gateway
             .source_sender()
             .context("the gateway has no source channel")?;
-        let probes = tokio::spawn(watchdog::run_probes(
+        let probes = tasks.spawn(watchdog::run_probes(
             tx,
             gateway.live(),
             watchdog::probe_period(watchdog),
-            probe_cancel.clone(),
+            tasks.token().child_token(),
         ));
         let _ = config;
         let listener = if let Some((l, token)) = listener {
@@ -71,11 +68,7 @@ impl Ops {
                 outbox: gateway.outbox().clone(),
                 token,
             };
-            Some(tokio::spawn(crate::ops::http::serve(
-                l,
-                status,
-                cancel.clone(),
-            )))
+            Some(tasks.spawn(crate::ops::http::serve(l, status, tasks.drained().clone())))
         } else {
             None
         };
@@ -84,9 +77,7 @@ impl Ops {
             watchdog,
             series,
             metrics,
-            cancel,
-            probe_cancel,
-            probes: Some(probes),
+            probes,
             listener,
         })
     }
@@ -208,19 +199,10 @@ impl Ops {
         }
     }
 
-    /// Stops the liveness probes: they hold a source sender, so the pipeline cannot
-    /// drain while they run. The status listener keeps serving.
-    pub(crate) async fn stop_probes(&mut self) {
-        self.probe_cancel.cancel();
-        if let Some(p) = self.probes.take() {
-            let _ = p.await;
-        }
-    }
-
-    /// Stops probes (if still running) and the listener.
-    pub(crate) async fn stop(mut self) {
-        self.stop_probes().await;
-        self.cancel.cancel();
+    /// Waits for the probe loop and the listener, which stop under the gateway's
+    /// root (call after `Gateway::shutdown`).
+    pub(crate) async fn stopped(self) {
+        let _ = self.probes.await;
         if let Some(l) = self.listener {
             let _ = l.await;
         }
@@ -273,7 +255,7 @@ pub async fn run(loaded: crate::config::Loaded) -> anyhow::Result<()> {
     // task or thread exists that would have to be stopped again.
     let listener = bind_status_listener(&loaded.config.http).await?;
     let mut gateway = Gateway::start(&loaded).await?;
-    let mut ops = match Ops::start(&loaded.config, &gateway, listener).await {
+    let ops = match Ops::start(&loaded.config, &gateway, listener).await {
         Ok(o) => o,
         Err(e) => {
             let _ = gateway.shutdown().await;
@@ -309,11 +291,11 @@ pub async fn run(loaded: crate::config::Loaded) -> anyhow::Result<()> {
         }
     }
     ops.notifier.stopping();
-    ops.stop_probes().await;
-    // The status listener last: /healthz, /readyz (false from here) and /metrics
-    // stay up while the pipeline drains, so a supervisor sees the drain happen.
+    // One root: the probes stop with the sources; the status listener (/healthz,
+    // /readyz false from here, /metrics) keeps serving until the pipeline has
+    // drained, so a supervisor sees the drain happen.
     let report = gateway.shutdown().await;
-    ops.stop().await;
+    ops.stopped().await;
     let report = report?;
     tracing::info!(
         batches = report.batches,

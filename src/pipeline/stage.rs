@@ -36,8 +36,9 @@ pub(crate) fn spawn_processor(
     tx: mpsc::Sender<OutboxBatch>,
     alerts: broadcast::Sender<AlertRecord>,
     live: Arc<Live>,
+    shutdown: &crate::shutdown::Shutdown,
 ) -> JoinHandle<(Processor, u64)> {
-    tokio::task::spawn_blocking(move || {
+    shutdown.spawn_blocking(move || {
         let mut batches = 0u64;
         let mut last_housekeeping = Instant::now() - HOUSEKEEPING_INTERVAL;
         while let Some(batch) = rx.blocking_recv() {

@@ -118,17 +118,16 @@ pub trait Sink: Send {
 
 /// The running forwarders of a gateway, one task per enabled upstream.
 pub struct Forwarders {
-    cancel: tokio_util::sync::CancellationToken,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<ForwarderReport>)>,
     /// Counters per upstream name.
     pub metrics: std::collections::BTreeMap<&'static str, std::sync::Arc<UpstreamMetrics>>,
 }
 
 impl Forwarders {
-    /// Stops every forwarder (between batches, never between a write and its ack)
-    /// and returns what each did. Call after the outbox writer has drained.
-    pub async fn stop(self) -> Vec<(&'static str, ForwarderReport)> {
-        self.cancel.cancel();
+    /// Waits for every forwarder and returns what each did. They stop at the
+    /// gateway's drained signal (`Shutdown::pipeline_drained`), between batches,
+    /// never between a write and its ack.
+    pub async fn finish(self) -> Vec<(&'static str, ForwarderReport)> {
         let mut out = Vec::new();
         for (name, task) in self.tasks {
             match task.await {
@@ -141,25 +140,26 @@ impl Forwarders {
 }
 
 /// Starts one forwarder per enabled upstream ([`registry::enabled`], the same list
-/// the outbox took its cursors from) on the current runtime. `notify` is the outbox
-/// writer's wake-up.
+/// the outbox took its cursors from) under `shutdown`: each runs until the pipeline
+/// has drained into the outbox. `notify` is the outbox writer's wake-up.
 pub fn spawn_forwarders(
     upstreams: Vec<registry::Planned>,
     outbox: &crate::outbox::OutboxHandle,
     notify: &std::sync::Arc<tokio::sync::Notify>,
+    shutdown: &crate::shutdown::Shutdown,
 ) -> Forwarders {
-    let cancel = tokio_util::sync::CancellationToken::new();
     let mut tasks = Vec::new();
     let mut metrics = std::collections::BTreeMap::new();
     for up in upstreams {
         let m = std::sync::Arc::new(UpstreamMetrics::default());
         metrics.insert(up.name, m.clone());
-        let task = (up.spawn)(outbox.clone(), notify.clone(), m, cancel.child_token());
-        tasks.push((up.name, task));
+        let run = (up.spawn)(
+            outbox.clone(),
+            notify.clone(),
+            m,
+            shutdown.drained().child_token(),
+        );
+        tasks.push((up.name, shutdown.spawn(run)));
     }
-    Forwarders {
-        cancel,
-        tasks,
-        metrics,
-    }
+    Forwarders { tasks, metrics }
 }

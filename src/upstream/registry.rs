@@ -12,19 +12,19 @@
 use super::{http, mqtt, redis, run_forwarder, timescale, ForwarderReport, UpstreamMetrics};
 use crate::config::GatewayConfig;
 use crate::outbox::OutboxHandle;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Starts a forwarder task for one upstream.
+/// A forwarder's task, not yet spawned (the gateway spawns it under its
+/// [`crate::shutdown::Shutdown`]).
+pub type Forwarder = Pin<Box<dyn Future<Output = ForwarderReport> + Send>>;
+
+/// Builds the forwarder task of one upstream.
 pub type Spawn = Box<
-    dyn FnOnce(
-            OutboxHandle,
-            Arc<Notify>,
-            Arc<UpstreamMetrics>,
-            CancellationToken,
-        ) -> JoinHandle<ForwarderReport>
+    dyn FnOnce(OutboxHandle, Arc<Notify>, Arc<UpstreamMetrics>, CancellationToken) -> Forwarder
         + Send,
 >;
 
@@ -53,7 +53,7 @@ fn planned<S: super::Sink + 'static>(
     Planned {
         name,
         spawn: Box::new(move |outbox, notify, metrics, cancel| {
-            tokio::spawn(run_forwarder(
+            Box::pin(run_forwarder(
                 sink, outbox, delivery, notify, metrics, cancel,
             ))
         }),

@@ -11,14 +11,20 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 impl ModelSync {
-    /// Runs syncs at the configured interval (jittered) and on request until
-    /// cancelled. The first sync starts at once.
-    pub fn spawn(self, interval: Duration, cancel: CancellationToken) -> ModelSyncHandle {
+    /// Runs syncs at the configured interval (jittered) and on request, as a task
+    /// of `shutdown`, until the gateway stops or [`ModelSyncHandle::stop`]. The first
+    /// sync starts at once.
+    pub fn spawn(
+        self,
+        interval: Duration,
+        shutdown: &crate::shutdown::Shutdown,
+    ) -> ModelSyncHandle {
         let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<SyncReport, SyncError>>>(4);
         let counters = self.counters.clone();
+        let cancel = shutdown.token().child_token();
         let token = cancel.clone();
         let mut sync = self;
-        let join = tokio::spawn(async move {
+        let join = shutdown.spawn(async move {
             // The first sync at once, before any request is served, so that a
             // request always sees a state at least as new as the start-up sync.
             tokio::select! {
@@ -103,7 +109,11 @@ impl Drop for ModelSyncHandle {
 /// The daemon's model set-up: cached bundles into `registry` at once (no network),
 /// then the sync task when `[models.s3]` is configured. A cache that cannot be
 /// opened is logged and the gateway runs on the built-in defaults.
-pub async fn start(config: &GatewayConfig, registry: &SharedRegistry) -> Option<ModelSyncHandle> {
+pub async fn start(
+    config: &GatewayConfig,
+    registry: &SharedRegistry,
+    shutdown: &crate::shutdown::Shutdown,
+) -> Option<ModelSyncHandle> {
     let dir = config.models.cache_dir(&config.gateway.state_dir);
     if config.models.s3.is_none() && !dir.exists() {
         // Nothing cached and nothing to sync: the built-in defaults, no directory.
@@ -133,7 +143,7 @@ pub async fn start(config: &GatewayConfig, registry: &SharedRegistry) -> Option<
         tracing::error!(error = %e, "Model sync cannot start; using cached and built-in bundles.");
     }
     let interval = Duration::from_secs(s3.interval_secs.max(1));
-    Some(sync.spawn(interval, CancellationToken::new()))
+    Some(sync.spawn(interval, shutdown))
 }
 
 /// `interval` +- 10 %.
