@@ -10,37 +10,13 @@
 //!
 //! Pure functions only: `app.rs` stops and starts the tasks.
 
-use crate::config::{
-    DeviceConfig, GatewayConfig, Loaded, MqttBrokerConfig, SerialPortConfig, Transport,
-};
+use crate::config::{DeviceConfig, GatewayConfig, Loaded, MqttBrokerConfig, SerialPortConfig};
 use crate::profiles::LoadedProfile;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// Identity of a source task.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum GroupKey {
-    /// One Modbus TCP device, by device id.
-    ModbusTcp(String),
-    /// One ASCII serial device, by device id.
-    Serial(String),
-    /// A Modbus RTU bus, by serial port name.
-    ModbusRtu(String),
-    /// An MQTT broker connection, by broker name.
-    Mqtt(String),
-}
-
-impl fmt::Display for GroupKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GroupKey::ModbusTcp(d) => write!(f, "modbus_tcp:{d}"),
-            GroupKey::Serial(d) => write!(f, "serial:{d}"),
-            GroupKey::ModbusRtu(p) => write!(f, "modbus_rtu:{p}"),
-            GroupKey::Mqtt(b) => write!(f, "mqtt:{b}"),
-        }
-    }
-}
+pub use crate::sources::group::GroupKey;
 
 /// One device of a group: its config entry and its validated profile.
 #[derive(Debug, Clone)]
@@ -85,21 +61,8 @@ pub fn groups(loaded: &Loaded) -> BTreeMap<GroupKey, GroupSpec> {
         let Some(profile) = loaded.profiles.get(&profile_key(d)) else {
             continue;
         };
-        let (key, port, broker) = match d.transport() {
-            Some(Transport::ModbusTcp(_)) => (GroupKey::ModbusTcp(d.id.clone()), None, None),
-            Some(Transport::Serial(t)) => match config.serial_ports.get(&t.port) {
-                Some(p) => (GroupKey::Serial(d.id.clone()), Some(p.clone()), None),
-                None => continue,
-            },
-            Some(Transport::ModbusRtu(t)) => match config.serial_ports.get(&t.port) {
-                Some(p) => (GroupKey::ModbusRtu(t.port.clone()), Some(p.clone()), None),
-                None => continue,
-            },
-            Some(Transport::Mqtt(t)) => match config.mqtt_brokers.get(&t.broker) {
-                Some(b) => (GroupKey::Mqtt(t.broker.clone()), None, Some(b.clone())),
-                None => continue,
-            },
-            None => continue,
+        let Some((key, port, broker)) = crate::sources::group::key_of(d, config) else {
+            continue;
         };
         let member = Member {
             config: d.clone(),
