@@ -346,6 +346,31 @@ fn upstream_settings_are_checked() {
     assert_eq!(Setup::new(&c).check().errors(), 0);
 }
 
+/// The delivery knobs are checked in their table, and one written flat in the
+/// section (as configs did before the table existed) is told where it goes.
+#[test]
+fn upstream_delivery_knobs_live_in_their_table() {
+    let c = format!(
+        "{BASE}\n[upstreams.redis]\nurl = \"redis://127.0.0.1\"\n\
+         [upstreams.redis.delivery]\nbatch_max_records = 0\n"
+    );
+    one_error(
+        &c,
+        line_of(&c, "batch_max_records"),
+        "upstreams.redis.delivery.batch_max_records",
+        &["1..=100000"],
+    );
+    let c = format!(
+        "{BASE}\n[upstreams.redis]\nurl = \"redis://127.0.0.1\"\ndrain_rate_per_s = 10.0\n"
+    );
+    one_error(
+        &c,
+        line_of(&c, "drain_rate_per_s"),
+        "upstreams.redis.drain_rate_per_s",
+        &["unknown field", "[upstreams.<name>.delivery]"],
+    );
+}
+
 #[test]
 fn status_listener_address_is_checked() {
     let c = format!("{BASE}\n[http]\nlisten = \"9187\"\n");

@@ -166,6 +166,7 @@ secret_access_key = {{ file = "{s3secret}" }}
 enabled = true
 url = "postgres://edgegw@127.0.0.1:{closed}/nothing"
 password = {{ env = "PG_TEST_SECRET" }}
+[upstreams.timescale.delivery]
 timeout_ms = 2000
 backoff_max_ms = 1000
 
@@ -174,12 +175,14 @@ enabled = true
 url = "redis://127.0.0.1:6379/0"
 password = {{ file = "{redispass}" }}
 key_prefix = "edgegw-secrets-{pid}:"
+[upstreams.redis.delivery]
 backoff_max_ms = 1000
 
 [upstreams.http]
 enabled = true
 url = "http://127.0.0.1:{forbid}"
 api_key = {{ env = "INGEST_TEST_KEY" }}
+[upstreams.http.delivery]
 backoff_max_ms = 1000
 
 [upstreams.mqtt]

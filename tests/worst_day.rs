@@ -641,11 +641,12 @@ fn config(
          [[devices]]\nid = \"flood1\"\nprofile = \"flood\"\n\
          [devices.mqtt]\nbroker = \"plant\"\ntopic = \"{topic_prefix}/flood\"\n\n\
          {extra_devices}\
-         [upstreams.timescale]\nurl = \"postgres://root@127.0.0.1:{proxy}/{db}\"\n{knobs}\n\
-         [upstreams.redis]\nurl = \"redis://127.0.0.1:6379/0\"\nkey_prefix = \"{redis_prefix}\"\n{knobs}\
-         drain_rate_per_s = 0.0\n\n\
-         [upstreams.mqtt]\nbroker = \"plant\"\ntopic = \"{topic_prefix}/up/{{kind}}/{{sensor_id}}\"\n{knobs}\
-         drain_rate_per_s = 0.0\n\n\
+         [upstreams.timescale]\nurl = \"postgres://root@127.0.0.1:{proxy}/{db}\"\n\
+         [upstreams.timescale.delivery]\n{knobs}\n\
+         [upstreams.redis]\nurl = \"redis://127.0.0.1:6379/0\"\nkey_prefix = \"{redis_prefix}\"\n\
+         [upstreams.redis.delivery]\n{knobs}drain_rate_per_s = 0.0\n\n\
+         [upstreams.mqtt]\nbroker = \"plant\"\ntopic = \"{topic_prefix}/up/{{kind}}/{{sensor_id}}\"\n\
+         [upstreams.mqtt.delivery]\n{knobs}drain_rate_per_s = 0.0\n\n\
          [outbox]\nmax_size_mb = {outbox_mb}\n\n\
          [http]\nlisten = \"127.0.0.1:{status}\"\n",
         state = state.display(),

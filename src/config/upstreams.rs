@@ -1,10 +1,10 @@
 //! The `[upstreams.*]` sections: where records go and how hard the gateway may push.
 //!
 //! Every upstream has the same delivery knobs (batch size by count and bytes, drain
-//! rate, backoff, circuit breaker, timeout) plus what its protocol needs. The knobs
-//! are flat fields of each section (`[upstreams.timescale] batch_max_records = ...`)
-//! so an operator never has to guess a sub-table; [`Delivery`] is the typed view the
-//! forwarder uses. [`UpstreamsConfig::validate`] is pure and returns
+//! rate, backoff, circuit breaker, timeout) in one nested table,
+//! `[upstreams.<name>.delivery]` ([`DeliveryConfig`], declared once), plus what its
+//! protocol needs. Unset knobs take the upstream's defaults (they differ in batch
+//! size and drain rate); [`Delivery`] is the resolved view the forwarder uses. [`UpstreamsConfig::validate`] is pure and returns
 //! `field.path: message` problems, like the other sections.
 
 use serde::Deserialize;
@@ -39,6 +39,66 @@ pub struct UpstreamsConfig {
     pub mqtt: Option<MqttUpstream>,
 }
 
+/// `[upstreams.<name>.delivery]`: the delivery knobs every upstream shares. Each is
+/// optional; an unset one takes the upstream's default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Most records per batch (one transaction, one pipeline, one burst).
+    pub batch_max_records: Option<usize>,
+    /// Most bytes per batch (estimated wire size); a single bigger record still goes
+    /// alone.
+    pub batch_max_bytes: Option<usize>,
+    /// Records per second at most, so a backlog after an outage drains at a pace the
+    /// cloud can take while many gateways reconnect at once. 0 = no limit. Live
+    /// traffic is normally far below it.
+    pub drain_rate_per_s: Option<f64>,
+    /// When the circuit breaker opens, its wait is extended by a random 0..this, so
+    /// gateways that lost the cloud together do not all return at the same moment.
+    pub recovery_jitter_ms: Option<u64>,
+    /// First retry delay after a failed batch; doubles per failure, with jitter (a
+    /// random 50..100 % of the delay).
+    pub backoff_initial_ms: Option<u64>,
+    /// Longest retry delay.
+    pub backoff_max_ms: Option<u64>,
+    /// Consecutive failed batches that open the circuit breaker (no attempts while
+    /// open; shown in metrics).
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker waits before one trial batch (half-open).
+    pub breaker_open_secs: Option<u64>,
+    /// Time allowed for one batch (connect, write, confirmation); past it the batch
+    /// counts as failed and is retried.
+    pub timeout_ms: Option<u64>,
+    /// With nothing to send, look at the outbox at least this often (the outbox
+    /// writer also wakes the forwarder on every commit).
+    pub idle_poll_ms: Option<u64>,
+}
+
+impl DeliveryConfig {
+    /// The knobs over an upstream's defaults (the two that differ per upstream are
+    /// given; the rest are shared).
+    pub fn resolve(&self, batch_max_records: usize, drain_rate_per_s: f64) -> Delivery {
+        Delivery {
+            batch_max_records: self.batch_max_records.unwrap_or(batch_max_records),
+            batch_max_bytes: self.batch_max_bytes.unwrap_or(default_batch_max_bytes()),
+            drain_rate_per_s: self.drain_rate_per_s.unwrap_or(drain_rate_per_s),
+            recovery_jitter_ms: self
+                .recovery_jitter_ms
+                .unwrap_or(default_recovery_jitter_ms()),
+            backoff_initial_ms: self
+                .backoff_initial_ms
+                .unwrap_or(default_backoff_initial_ms()),
+            backoff_max_ms: self.backoff_max_ms.unwrap_or(default_backoff_max_ms()),
+            breaker_failures: self.breaker_failures.unwrap_or(default_breaker_failures()),
+            breaker_open_secs: self
+                .breaker_open_secs
+                .unwrap_or(default_breaker_open_secs()),
+            timeout_ms: self.timeout_ms.unwrap_or(default_timeout_ms()),
+            idle_poll_ms: self.idle_poll_ms.unwrap_or(default_idle_poll_ms()),
+        }
+    }
+}
+
 /// The delivery knobs every forwarder shares, as the forwarder sees them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
@@ -58,42 +118,42 @@ impl Delivery {
     fn validate(&self, section: &str, out: &mut Vec<String>) {
         if self.batch_max_records == 0 || self.batch_max_records > 100_000 {
             out.push(format!(
-                "upstreams.{section}.batch_max_records: must be 1..=100000, not {}",
+                "upstreams.{section}.delivery.batch_max_records: must be 1..=100000, not {}",
                 self.batch_max_records
             ));
         }
         if self.batch_max_bytes < 1024 {
             out.push(format!(
-                "upstreams.{section}.batch_max_bytes: must be at least 1024, not {}",
+                "upstreams.{section}.delivery.batch_max_bytes: must be at least 1024, not {}",
                 self.batch_max_bytes
             ));
         }
         if !(self.drain_rate_per_s >= 0.0 && self.drain_rate_per_s.is_finite()) {
             out.push(format!(
-                "upstreams.{section}.drain_rate_per_s: must be 0 (no limit) or a positive number, not {}",
+                "upstreams.{section}.delivery.drain_rate_per_s: must be 0 (no limit) or a positive number, not {}",
                 self.drain_rate_per_s
             ));
         }
         if self.backoff_initial_ms == 0 || self.backoff_initial_ms > self.backoff_max_ms {
             out.push(format!(
-                "upstreams.{section}.backoff_initial_ms: must be 1..=backoff_max_ms ({}), not {}",
+                "upstreams.{section}.delivery.backoff_initial_ms: must be 1..=backoff_max_ms ({}), not {}",
                 self.backoff_max_ms, self.backoff_initial_ms
             ));
         }
         if self.breaker_failures == 0 {
             out.push(format!(
-                "upstreams.{section}.breaker_failures: must be at least 1"
+                "upstreams.{section}.delivery.breaker_failures: must be at least 1"
             ));
         }
         if self.timeout_ms < 100 {
             out.push(format!(
-                "upstreams.{section}.timeout_ms: must be at least 100, not {}",
+                "upstreams.{section}.delivery.timeout_ms: must be at least 100, not {}",
                 self.timeout_ms
             ));
         }
         if self.idle_poll_ms == 0 {
             out.push(format!(
-                "upstreams.{section}.idle_poll_ms: must be at least 1"
+                "upstreams.{section}.delivery.idle_poll_ms: must be at least 1"
             ));
         }
     }

@@ -353,7 +353,33 @@ fn humanize(msg: &str) -> String {
         };
         return format!("missing field `{name}`: it is required{hint}");
     }
+    if let Some(name) = unknown_field_name(msg) {
+        if DELIVERY_KNOBS.contains(&name) {
+            return format!(
+                "{msg}; `{name}` is one of an upstream's delivery knobs, which go in its own table: [upstreams.<name>.delivery]"
+            );
+        }
+    }
     msg.replace("invalid type: ", "wrong type: ")
+}
+
+/// The fields of `[upstreams.<name>.delivery]`, which once were flat in the section:
+/// an old config gets told where they went.
+const DELIVERY_KNOBS: &[&str] = &[
+    "batch_max_records",
+    "batch_max_bytes",
+    "drain_rate_per_s",
+    "recovery_jitter_ms",
+    "backoff_initial_ms",
+    "backoff_max_ms",
+    "breaker_failures",
+    "breaker_open_secs",
+    "idle_poll_ms",
+];
+
+fn unknown_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(&rest[..rest.find('`')?])
 }
 
 fn value_in_mut<'a, 'i>(

@@ -51,7 +51,11 @@ pub async fn init_schema(
         .as_ref()
         .ok_or(UpstreamCliError::NoTimescale("initialise"))?;
     let target = redact(&cfg.url);
-    let client = connect(cfg, Duration::from_millis(cfg.timeout_ms.max(1000))).await?;
+    let client = connect(
+        cfg,
+        Duration::from_millis(cfg.delivery().timeout_ms.max(1000)),
+    )
+    .await?;
     let report = schema::init_schema(&client)
         .await
         .map_err(|e| sql(&target, "creating the schema", e))?;
@@ -100,7 +104,12 @@ pub async fn check(config: &GatewayConfig, out: &mut dyn Write) -> Result<bool, 
     }
     if let Some(cfg) = &u.timescale {
         let target = redact(&cfg.url);
-        match connect(cfg, Duration::from_millis(cfg.timeout_ms.max(1000))).await {
+        match connect(
+            cfg,
+            Duration::from_millis(cfg.delivery().timeout_ms.max(1000)),
+        )
+        .await
+        {
             Err(e) => {
                 ok = false;
                 writeln!(out, "timescale: FAILED: {e}")?;
@@ -134,7 +143,7 @@ pub async fn check(config: &GatewayConfig, out: &mut dyn Write) -> Result<bool, 
                     detail: e.to_string(),
                 })
         };
-        match tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), res).await {
+        match tokio::time::timeout(Duration::from_millis(cfg.delivery().timeout_ms), res).await {
             Ok(Ok(_)) => writeln!(out, "redis: {}: PING OK", cfg.url)?,
             Ok(Err(e)) => {
                 ok = false;
@@ -145,7 +154,8 @@ pub async fn check(config: &GatewayConfig, out: &mut dyn Write) -> Result<bool, 
                 writeln!(
                     out,
                     "redis: {}: FAILED: no answer within {} ms",
-                    cfg.url, cfg.timeout_ms
+                    cfg.url,
+                    cfg.delivery().timeout_ms
                 )?;
             }
         }

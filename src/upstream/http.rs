@@ -76,7 +76,9 @@ impl HttpSink {
                 .map_err(|e| self.config_error(e.to_string()))?;
             let client = reqwest::Client::builder()
                 .tls_backend_preconfigured(tls)
-                .timeout(Duration::from_millis(self.cfg.timeout_ms.max(100)))
+                .timeout(Duration::from_millis(
+                    self.cfg.delivery().timeout_ms.max(100),
+                ))
                 .connect_timeout(Duration::from_secs(10))
                 .user_agent(concat!("edgegw/", env!("CARGO_PKG_VERSION")))
                 .build()

@@ -109,8 +109,10 @@ impl MqttSink {
         // Nothing is kept in a broker session: the outbox is the session.
         o.set_clean_session(true);
         o.set_max_packet_size(1024 * 1024, 1024 * 1024);
-        o.set_request_channel_capacity(self.cfg.batch_max_records.max(1) + 16);
-        o.set_inflight(u16::try_from(self.cfg.batch_max_records.clamp(1, 1000)).unwrap_or(100));
+        o.set_request_channel_capacity(self.cfg.delivery().batch_max_records.max(1) + 16);
+        o.set_inflight(
+            u16::try_from(self.cfg.delivery().batch_max_records.clamp(1, 1000)).unwrap_or(100),
+        );
         if let Some(user) = &self.broker.username {
             let pw = match &self.broker.password {
                 Some(s) => s.resolve().map_err(|e| cfg_err(format!("password: {e}")))?,
@@ -132,7 +134,7 @@ impl MqttSink {
             return Ok(());
         }
         let opts = self.options()?;
-        let cap = self.cfg.batch_max_records.max(1) + 16;
+        let cap = self.cfg.delivery().batch_max_records.max(1) + 16;
         let (client, mut eventloop) = AsyncClient::new(opts, cap);
         let (tx, mut events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
@@ -152,7 +154,7 @@ impl MqttSink {
                 }
             }
         });
-        let wait = Duration::from_millis(self.cfg.timeout_ms.max(100));
+        let wait = Duration::from_millis(self.cfg.delivery().timeout_ms.max(100));
         let first = tokio::time::timeout(wait, events.recv()).await;
         let fail = |detail: String| UpstreamError::Connect {
             upstream: "mqtt",

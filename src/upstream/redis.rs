@@ -78,7 +78,7 @@ pub async fn connect(cfg: &RedisUpstream) -> Result<MultiplexedConnection, Upstr
                 cfg.key_file.as_ref(),
             )
             .map_err(|e| config_err(e.to_string()))?;
-            let limit = Duration::from_millis(cfg.timeout_ms.max(100));
+            let limit = Duration::from_millis(cfg.delivery().timeout_ms.max(100));
             let stream = tokio::time::timeout(limit, async {
                 let tcp = TcpStream::connect((host.as_str(), port))
                     .await

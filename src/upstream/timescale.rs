@@ -247,7 +247,7 @@ impl TimescaleSink {
             self.reset();
         }
         if self.client.is_none() {
-            let timeout = Duration::from_millis(self.cfg.timeout_ms.max(100));
+            let timeout = Duration::from_millis(self.cfg.delivery().timeout_ms.max(100));
             let client = connect(&self.cfg, timeout).await?;
             client
                 .batch_execute(TEMP_TABLE)

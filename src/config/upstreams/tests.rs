@@ -15,20 +15,22 @@ fn defaults_and_problems_name_their_field() {
         [mqtt]
         broker = "cloud"
         topic_alert = "a/#"
+        [mqtt.delivery]
         batch_max_records = 0
         "#,
     )
     .unwrap();
     let t = u.timescale.as_ref().unwrap();
     assert!(t.enabled);
-    assert_eq!(t.batch_max_records, 5000);
+    assert_eq!(t.delivery().batch_max_records, 5000);
+    assert_eq!(t.delivery().timeout_ms, 30_000);
     assert_eq!(u.http.as_ref().unwrap().max_in_flight, 4);
     let problems = u.validate();
     for field in [
         "upstreams.http.url:",
         "upstreams.http.rate_per_s:",
         "upstreams.mqtt.topic_alert:",
-        "upstreams.mqtt.batch_max_records:",
+        "upstreams.mqtt.delivery.batch_max_records:",
     ] {
         assert!(
             problems.iter().any(|p| p.starts_with(field)),
@@ -38,6 +40,23 @@ fn defaults_and_problems_name_their_field() {
     assert_eq!(problems.len(), 4, "{problems:#?}");
     let unknown = toml::from_str::<UpstreamsConfig>("[redis]\nurl = \"redis://x\"\nbatch = 1\n");
     assert!(unknown.is_err());
+    // The delivery knobs live in their table, not flat in the section.
+    let flat =
+        toml::from_str::<UpstreamsConfig>("[redis]\nurl = \"redis://x\"\nbatch_max_records = 10\n");
+    assert!(flat.is_err());
+    let unknown = toml::from_str::<UpstreamsConfig>(
+        "[redis]\nurl = \"redis://x\"\n[redis.delivery]\nbatch = 1\n",
+    );
+    assert!(unknown.is_err());
+    // Unset knobs take the upstream's own defaults; set ones win.
+    let u: UpstreamsConfig = toml::from_str(
+        "[redis]\nurl = \"redis://x\"\n[redis.delivery]\ndrain_rate_per_s = 50.0\n[http]\nurl = \"http://i\"\napi_key = { env = \"K\" }\n",
+    )
+    .unwrap();
+    let r = u.redis.unwrap().delivery();
+    assert_eq!((r.batch_max_records, r.drain_rate_per_s), (1_000, 50.0));
+    let h = u.http.unwrap().delivery();
+    assert_ne!(h.batch_max_records, 1_000, "http has its own batch default");
 }
 
 fn problems(toml_text: &str) -> Vec<String> {
