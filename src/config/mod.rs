@@ -12,13 +12,14 @@
 
 mod load;
 mod secret;
-mod upstreams;
+pub(crate) mod upstreams;
 
 pub(crate) use load::profile_name;
 pub use load::{check_all, load, CheckReport, Loaded};
 pub use secret::{SecretError, SecretRef};
 pub use upstreams::{
-    Delivery, HttpUpstream, MqttUpstream, RedisUpstream, TimescaleUpstream, UpstreamsConfig,
+    Delivery, DeliveryConfig, HttpUpstream, MqttUpstream, RedisUpstream, TimescaleUpstream,
+    UpstreamsConfig,
 };
 
 pub use crate::sources::modbus::config::{ModbusRtuTransport, ModbusTcpTransport};

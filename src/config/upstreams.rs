@@ -10,17 +10,13 @@
 use serde::Deserialize;
 use std::path::Path;
 
-mod http;
-mod mqtt;
-mod redis;
-mod timescale;
+// Each upstream's own section lives in its folder, `upstream/<name>/config.rs`.
+pub use crate::upstream::http::config::HttpUpstream;
+pub use crate::upstream::mqtt::config::MqttUpstream;
+pub use crate::upstream::redis::config::RedisUpstream;
+pub use crate::upstream::timescale::config::TimescaleUpstream;
 
-pub use http::HttpUpstream;
-pub use mqtt::MqttUpstream;
-pub use redis::RedisUpstream;
-pub use timescale::TimescaleUpstream;
-
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 

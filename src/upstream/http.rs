@@ -9,6 +9,9 @@
 //! rejects by rule (negative values, older than `max_age_hours`) are dead-lettered
 //! here without a request. Must not: send more than one reading per request.
 
+/// Its `[upstreams.http]` config section (re-exported by `crate::config`).
+pub mod config;
+
 use super::map;
 use super::{Outcome, Sink, UpstreamError};
 use crate::config::HttpUpstream;

@@ -9,6 +9,9 @@
 //! (at-least-once; every payload carries its `record_key` for consumers to dedupe).
 //! Must not: ack a batch on `publish` returning Ok.
 
+/// Its `[upstreams.mqtt]` config section (re-exported by `crate::config`).
+pub mod config;
+
 use super::map;
 use super::{Outcome, Sink, UpstreamError};
 use crate::config::{MqttBrokerConfig, MqttUpstream};

@@ -9,6 +9,9 @@
 //! crate itself is built without TLS and runs on the stream we hand it.
 //! Must not: rely on Redis persistence for anything the database path must keep.
 
+/// Its `[upstreams.redis]` config section (re-exported by `crate::config`).
+pub mod config;
+
 use super::map;
 use super::{Outcome, Sink, UpstreamError};
 use crate::config::RedisUpstream;

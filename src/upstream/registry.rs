@@ -4,7 +4,7 @@
 //! disagree (a cursor without a forwarder would fill the outbox; a forwarder
 //! without a cursor would fail at its first peek).
 //!
-//! Adding an upstream: a folder or file with its `Sink` and its config struct (with
+//! Adding an upstream: a folder with its `Sink` and its config section (`config.rs`, with
 //! the shared `[upstreams.<name>.delivery]` knobs through `.delivery()`), then one
 //! `plan_*` function and one line in [`UPSTREAMS`] (docs/ARCHITECTURE.md, "Adding a
 //! source or an upstream").

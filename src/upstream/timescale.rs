@@ -12,6 +12,9 @@
 //! retried record by record so that only the offending records are dead-lettered.
 //! Must not: drop or alter tables (that is `schema`, and it only creates).
 
+/// Its `[upstreams.timescale]` config section (re-exported by `crate::config`).
+pub mod config;
+
 use super::map::{self, Row};
 use super::{Outcome, Sink, UpstreamError};
 use crate::config::TimescaleUpstream;

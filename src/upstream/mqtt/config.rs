@@ -1,6 +1,6 @@
 //! `[upstreams.mqtt]`: a cloud MQTT broker.
 
-use super::{yes, Delivery, DeliveryConfig};
+use crate::config::upstreams::{yes, Delivery, DeliveryConfig};
 use serde::Deserialize;
 
 fn mqtt_batch_max_records() -> usize {

@@ -1,6 +1,6 @@
 //! `[upstreams.redis]`: alerts to a stream and a pub/sub channel, latest values in a hash.
 
-use super::{yes, Delivery, DeliveryConfig};
+use crate::config::upstreams::{yes, Delivery, DeliveryConfig};
 use crate::config::SecretRef;
 use serde::Deserialize;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! `[upstreams.http]`: the cloud's HTTP ingest API.
 
-use super::{yes, Delivery, DeliveryConfig};
+use crate::config::upstreams::{yes, Delivery, DeliveryConfig};
 use crate::config::SecretRef;
 use serde::Deserialize;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! `[upstreams.timescale]`: TimescaleDB / PostgreSQL, with the URL as tokio-postgres takes it.
 
-use super::{yes, Delivery, DeliveryConfig};
+use crate::config::upstreams::{yes, Delivery, DeliveryConfig};
 use crate::config::SecretRef;
 use serde::Deserialize;
 use std::path::PathBuf;
