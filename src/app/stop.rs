@@ -71,3 +71,75 @@ impl Gateway {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::app::Gateway;
+    use crate::record::SensorType;
+    use crate::sources::{Ack, ChannelId, SourceBatch, Value};
+    use std::time::Duration;
+
+    /// One root, ordered by the data flow, with the upstream down: a reading sent
+    /// just before the stop is committed (its ack fires), the forwarder stuck in its
+    /// backoff stops at the drained signal instead of holding the shutdown, the
+    /// record stays pending in the outbox for the next start, and when `shutdown`
+    /// returns no task of the gateway is left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_drains_stops_a_retrying_forwarder_and_leaves_no_task() {
+        let dir = tempfile::tempdir().unwrap();
+        // A port nobody listens on: the Redis forwarder fails and backs off.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let path = dir.path().join("edgegw.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[gateway]\nid = \"gw-stop\"\nstate_dir = {:?}\nprofile_dir = {:?}\n\
+                 [upstreams.redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n\
+                 [upstreams.redis.delivery]\nbackoff_initial_ms = 5000\nbackoff_max_ms = 60000\ntimeout_ms = 500\n",
+                dir.path().display().to_string(),
+                dir.path().display().to_string(),
+            ),
+        )
+        .unwrap();
+        let loaded = crate::config::load(&path).expect("config");
+        let gw = Gateway::start(&loaded).await.expect("start");
+        let tasks = gw.tasks().clone();
+        assert!(tasks.running() >= 2, "writer, processor and forwarder run");
+
+        let ch = ChannelId::new("m1", "temp", SensorType::Temperature, "°C");
+        let (ack, committed) = Ack::new();
+        gw.source_sender()
+            .unwrap()
+            .send(SourceBatch {
+                readings: vec![ch.reading(crate::record::now_us(), Value::Scalar(41.5))],
+                ack: Some(ack),
+            })
+            .await
+            .unwrap();
+        // Let the forwarder fail once and enter its 5 s backoff.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+
+        let outbox = gw.outbox().clone();
+        let stopped = tokio::time::timeout(Duration::from_secs(4), gw.shutdown())
+            .await
+            .expect("the forwarder's backoff must not hold the shutdown")
+            .expect("shutdown");
+        // The reading and the partial hourly summary flushed at the stop.
+        assert_eq!(stopped.writer.records_committed, 2, "{stopped:?}");
+        assert!(
+            committed.await.is_ok(),
+            "the reading's ack fired after its commit"
+        );
+        assert_eq!(
+            tasks.running(),
+            0,
+            "no task of the gateway outlives shutdown"
+        );
+        assert!(tasks.token().is_cancelled() && tasks.drained().is_cancelled());
+        let stats = outbox.stats().await.unwrap();
+        let redis = stats.upstreams.iter().find(|u| u.name == "redis").unwrap();
+        assert_eq!(redis.pending, 2, "kept for the next start: {stats:?}");
+    }
+}
