@@ -642,7 +642,7 @@ fn upstream_forwarder_counters_move_in_metrics() {
     let http = format!(
         "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
          [upstreams.redis]\nenabled = true\nurl = \"redis://127.0.0.1:6379/0\"\n\
-         key_prefix = \"{prefix}\"\ntimeout_ms = 2000\n"
+         key_prefix = \"{prefix}\"\n[upstreams.redis.delivery]\ntimeout_ms = 2000\n"
     );
     let cfg = dir.path().join("edgegw.toml");
     std::fs::write(&cfg, config(dir.path(), &http, &device("pump1", sim_port))).unwrap();

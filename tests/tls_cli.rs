@@ -50,15 +50,18 @@ ca_file = {ca}
 [upstreams.timescale]
 url = "postgres://edgegw@127.0.0.1:{pg}/postgres?sslmode=verify-full"
 ca_file = {ca}
+[upstreams.timescale.delivery]
 timeout_ms = 5000
 
 [upstreams.redis]
 url = "rediss://127.0.0.1:{redis}/0"
 ca_file = {ca}
+[upstreams.redis.delivery]
 timeout_ms = 5000
 
 [upstreams.mqtt]
 broker = "cloud"
+[upstreams.mqtt.delivery]
 timeout_ms = 5000
 "#,
             state = q(&dir.join("state")),

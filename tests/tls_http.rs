@@ -110,7 +110,7 @@ fn cfg(url: &str, ca: Option<&Path>, key_file: &Path) -> HttpUpstream {
         .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
         .unwrap_or_default();
     toml::from_str(&format!(
-        "url = {url:?}\napi_key = {{ file = {:?} }}\ntimeout_ms = 3000\n{ca}",
+        "url = {url:?}\napi_key = {{ file = {:?} }}\n{ca}\n[delivery]\ntimeout_ms = 3000\n",
         key_file.display().to_string()
     ))
     .expect("http config")

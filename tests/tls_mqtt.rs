@@ -228,7 +228,7 @@ async fn the_source_refuses_a_wrong_host_an_untrusted_ca_and_a_missing_client_ce
 
 fn upstream_cfg(prefix: &str) -> MqttUpstream {
     toml::from_str(&format!(
-        "broker = \"cloud\"\ntopic = \"{prefix}/{{kind}}/{{sensor_id}}\"\ntimeout_ms = 3000\nclient_id = \"{prefix}-up\"\n"
+        "broker = \"cloud\"\ntopic = \"{prefix}/{{kind}}/{{sensor_id}}\"\nclient_id = \"{prefix}-up\"\n[delivery]\ntimeout_ms = 3000\n"
     ))
     .unwrap()
 }

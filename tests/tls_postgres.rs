@@ -29,7 +29,7 @@ fn cfg(port: u16, sslmode: &str, ca: Option<&std::path::Path>) -> TimescaleUpstr
         .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
         .unwrap_or_default();
     toml::from_str(&format!(
-        "url = \"postgres://edgegw@127.0.0.1:{port}/postgres?sslmode={sslmode}\"\ntimeout_ms = 5000\n{ca}"
+        "url = \"postgres://edgegw@127.0.0.1:{port}/postgres?sslmode={sslmode}\"\n{ca}\n[delivery]\ntimeout_ms = 5000\n"
     ))
     .expect("timescale config")
 }

@@ -23,7 +23,7 @@ use upstream_common::*;
 
 fn cfg(url: &str, extra: &str) -> RedisUpstream {
     toml::from_str(&format!(
-        "url = {url:?}\nkey_prefix = \"tls:\"\ntimeout_ms = 3000\n{extra}"
+        "url = {url:?}\nkey_prefix = \"tls:\"\n{extra}\n[delivery]\ntimeout_ms = 3000\n"
     ))
     .expect("redis config")
 }

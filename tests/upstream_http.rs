@@ -148,7 +148,7 @@ fn handle(cloud: &Mutex<Cloud>, path: &str, key: &str, idem: &str, body: &[u8]) 
 
 fn cfg(port: u16, rate: f64, key_env: &str) -> HttpUpstream {
     toml::from_str(&format!(
-        "url = \"http://127.0.0.1:{port}\"\napi_key = {{ env = \"{key_env}\" }}\nrate_per_s = {rate:?}\ntimeout_ms = 1000\n"
+        "url = \"http://127.0.0.1:{port}\"\napi_key = {{ env = \"{key_env}\" }}\nrate_per_s = {rate:?}\n[delivery]\ntimeout_ms = 1000\n"
     ))
     .unwrap()
 }

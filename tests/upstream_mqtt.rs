@@ -22,7 +22,7 @@ fn broker(port: u16) -> MqttBrokerConfig {
 
 fn cfg(prefix: &str) -> MqttUpstream {
     toml::from_str(&format!(
-        "broker = \"cloud\"\ntopic = \"{prefix}/{{gateway}}/{{kind}}/{{sensor_id}}\"\ntopic_alert = \"{prefix}/alerts/{{sensor_id}}\"\ntimeout_ms = 3000\nclient_id = \"{prefix}-up\"\n"
+        "broker = \"cloud\"\ntopic = \"{prefix}/{{gateway}}/{{kind}}/{{sensor_id}}\"\ntopic_alert = \"{prefix}/alerts/{{sensor_id}}\"\nclient_id = \"{prefix}-up\"\n[delivery]\ntimeout_ms = 3000\n"
     ))
     .unwrap()
 }

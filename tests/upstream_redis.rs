@@ -17,7 +17,7 @@ use upstream_common::*;
 
 fn cfg(port: u16, prefix: &str) -> RedisUpstream {
     toml::from_str(&format!(
-        "url = \"redis://127.0.0.1:{port}/0\"\nkey_prefix = \"{prefix}\"\ntimeout_ms = 2000\n"
+        "url = \"redis://127.0.0.1:{port}/0\"\nkey_prefix = \"{prefix}\"\n[delivery]\ntimeout_ms = 2000\n"
     ))
     .unwrap()
 }
