@@ -4,8 +4,9 @@
 //! rate, backoff, circuit breaker, timeout) in one nested table,
 //! `[upstreams.<name>.delivery]` ([`DeliveryConfig`], declared once), plus what its
 //! protocol needs. Unset knobs take the upstream's defaults (they differ in batch
-//! size and drain rate); [`Delivery`] is the resolved view the forwarder uses. [`UpstreamsConfig::validate`] is pure and returns
-//! `field.path: message` problems, like the other sections.
+//! size and drain rate); [`Delivery`] is the resolved view the forwarder uses.
+//! [`UpstreamsConfig::validate`] is pure and returns `field.path: message` problems,
+//! like the other sections.
 
 use serde::Deserialize;
 use std::path::Path;
