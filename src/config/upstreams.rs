@@ -218,6 +218,9 @@ impl UpstreamsConfig {
                 r.cert_file.as_deref(),
                 &mut out,
             );
+            if r.cluster && tls {
+                out.push("upstreams.redis.cluster: TLS to a Redis Cluster is not offered yet; use redis:// to the cluster (inside the plant's network), or rediss:// to a single node".into());
+            }
             if r.stream_maxlen == 0 {
                 out.push("upstreams.redis.stream_maxlen: must be at least 1".into());
             }

@@ -7,6 +7,14 @@
 //! when the key was already there; a latest-value hash only moves forward in time.
 //! `rediss://` is TLS from [`super::tls`] (verified, host name included); the redis
 //! crate itself is built without TLS and runs on the stream we hand it.
+//!
+//! With `cluster = true`, `url` is one node of a Redis Cluster: the redis crate's
+//! cluster connection discovers the rest and routes each command by its key's slot.
+//! The alert script touches two keys (the set of sent keys and the stream), which
+//! must share a slot: the set's name carries the stream key as its hash tag
+//! (`{smartmaint:alerts}:sent-keys`), so the stream keeps the name the cloud reads.
+//! A cluster cannot take a pipeline across slots, so commands go one by one, in
+//! order, each to its slot's node (alerts keep their order in the stream).
 //! Must not: rely on Redis persistence for anything the database path must keep.
 
 /// Its `[upstreams.redis]` config section (re-exported by `crate::config`).
@@ -16,7 +24,8 @@ use super::map;
 use super::{Outcome, Sink, UpstreamError};
 use crate::config::RedisUpstream;
 use crate::record::{format_rfc3339, now_us, Record, StoredRecord};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +51,51 @@ redis.call('HSET', KEYS[1], 'ts_us', ARGV[1], unpack(ARGV, 2))
 return 1
 ";
 
-/// Opens a connection as the section says: plain TCP for `redis://`; for `rediss://`
+/// A connection to one Redis, or to a Redis Cluster.
+#[derive(Clone)]
+pub enum RedisConnection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            RedisConnection::Single(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            RedisConnection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Single(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Opens a connection as the section says: a Redis Cluster through the node in
+/// `url` when `cluster = true` (plain TCP); otherwise plain TCP for `redis://`; for `rediss://`
 /// TLS from the program's one TLS builder (ring, `ca_file` or the system roots, host
 /// name verified, optional client certificate), on which the redis crate's
 /// multiplexed connection then runs. Then AUTH with the password secret. Used by the
 /// sink and by `edgegw upstream check`.
-pub async fn connect(cfg: &RedisUpstream) -> Result<MultiplexedConnection, UpstreamError> {
+pub async fn connect(cfg: &RedisUpstream) -> Result<RedisConnection, UpstreamError> {
     let fail = |detail: String| UpstreamError::Connect {
         upstream: "redis",
         target: cfg.url.clone(),
@@ -57,6 +105,26 @@ pub async fn connect(cfg: &RedisUpstream) -> Result<MultiplexedConnection, Upstr
         upstream: "redis",
         detail,
     };
+    if cfg.cluster {
+        let mut builder = redis::cluster::ClusterClient::builder([cfg.url.as_str()]);
+        if let Some(secret) = &cfg.password {
+            let pw = secret
+                .resolve()
+                .map_err(|e| config_err(format!("password: {e}")))?;
+            builder = builder.password(pw);
+        }
+        let limit = Duration::from_millis(cfg.delivery().timeout_ms.max(100));
+        let client = builder
+            .connection_timeout(limit)
+            .response_timeout(limit)
+            .build()
+            .map_err(|e| config_err(format!("url {}: {e}", cfg.url)))?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| fail(format!("cluster: {e}")))?;
+        return Ok(RedisConnection::Cluster(conn));
+    }
     let mut conn = match cfg.url.strip_prefix("rediss://") {
         None => {
             let client = redis::Client::open(cfg.url.as_str())
@@ -113,14 +181,14 @@ pub async fn connect(cfg: &RedisUpstream) -> Result<MultiplexedConnection, Upstr
             .await
             .map_err(|e| fail(format!("AUTH refused: {e}")))?;
     }
-    Ok(conn)
+    Ok(RedisConnection::Single(conn))
 }
 
 /// The Redis sink.
 pub struct RedisSink {
     cfg: RedisUpstream,
     gateway: String,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<RedisConnection>,
 }
 
 impl RedisSink {
@@ -137,9 +205,19 @@ impl RedisSink {
         format!("{}{}", self.cfg.key_prefix, self.cfg.stream)
     }
 
-    /// Key of the sorted set of recently sent alert record keys.
+    /// Key of the sorted set of recently sent alert record keys. In a cluster it
+    /// must live in the stream's slot: it carries the stream key as its hash tag (or
+    /// the stream key's own tag, when that has one).
     pub fn seen_key(&self) -> String {
-        format!("{}{}:sent-keys", self.cfg.key_prefix, self.cfg.stream)
+        let stream = self.stream_key();
+        if !self.cfg.cluster {
+            return format!("{stream}:sent-keys");
+        }
+        match stream.find('{').map(|open| stream[open + 1..].find('}')) {
+            // A non-empty tag already: the suffix shares it.
+            Some(Some(len)) if len > 0 => format!("{stream}:sent-keys"),
+            _ => format!("{{{stream}}}:sent-keys"),
+        }
     }
 
     /// Pub/sub channel of live alerts.
@@ -160,7 +238,7 @@ impl RedisSink {
         }
     }
 
-    async fn connection(&mut self) -> Result<MultiplexedConnection, UpstreamError> {
+    async fn connection(&mut self) -> Result<RedisConnection, UpstreamError> {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
@@ -269,8 +347,24 @@ impl Sink for RedisSink {
             Ok(c) => c,
             Err(e) => return Outcome::failed(e),
         };
-        match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
-            Ok(_) => Outcome::all(batch.len()),
+        let sent = match &conn {
+            RedisConnection::Single(_) => pipe
+                .query_async::<Vec<redis::Value>>(&mut conn)
+                .await
+                .map(drop),
+            // No pipeline across slots: one by one, in order.
+            RedisConnection::Cluster(_) => {
+                async {
+                    for cmd in pipe.cmd_iter() {
+                        cmd.query_async::<redis::Value>(&mut conn).await?;
+                    }
+                    Ok(())
+                }
+                .await
+            }
+        };
+        match sent {
+            Ok(()) => Outcome::all(batch.len()),
             Err(e) => {
                 let err = self.error(&e);
                 self.reset();

@@ -88,7 +88,8 @@ async fn admin() -> tokio_postgres::Client {
 
 /// TOML for a timescale upstream at `url` (parsed the way the gateway parses it).
 pub fn timescale_cfg(url: &str) -> edgegw::config::TimescaleUpstream {
-    toml::from_str(&format!("url = {url:?}\n[delivery]\ntimeout_ms = 3000\n")).expect("timescale config")
+    toml::from_str(&format!("url = {url:?}\n[delivery]\ntimeout_ms = 3000\n"))
+        .expect("timescale config")
 }
 
 /// An outbox in `dir` with cursors for `upstreams`.

@@ -107,3 +107,17 @@ fn tls_options_that_would_not_be_used_or_not_verify_are_refused() {
         assert!(p.iter().any(|x| x.starts_with(field)), "{field} in {p:#?}");
     }
 }
+
+#[test]
+fn a_redis_cluster_is_plain_tcp_for_now() {
+    assert_eq!(
+        problems("[redis]\nurl = \"redis://r:7000\"\ncluster = true\n"),
+        Vec::<String>::new()
+    );
+    let p = problems("[redis]\nurl = \"rediss://r:7000\"\ncluster = true\n");
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("upstreams.redis.cluster: TLS to a Redis Cluster")),
+        "{p:#?}"
+    );
+}

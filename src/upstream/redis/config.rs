@@ -51,6 +51,12 @@ pub struct RedisUpstream {
     /// alert is recognised and skipped.
     #[serde(default = "default_redis_dedupe_hours")]
     pub dedupe_window_hours: u64,
+    /// `url` names one node of a Redis Cluster: the gateway discovers the others,
+    /// follows the slots (MOVED/ASK) and keeps the alert script's two keys in one
+    /// slot (a hash tag on the gateway's own set of sent keys; the stream's name is
+    /// unchanged). Plain TCP only for now (`redis://`).
+    #[serde(default)]
+    pub cluster: bool,
     /// `[upstreams.redis.delivery]`: batch size, drain rate, backoff, circuit
     /// breaker and timeout, the same table for every upstream.
     #[serde(default)]
