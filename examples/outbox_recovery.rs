@@ -1,6 +1,9 @@
 //! Outbox recovery and size measurements (run by `scripts/bench-outbox-recovery`).
 //!
-//! - `fill <db> <n>`: an outbox with an `n`-reading backlog (one upstream, never acked).
+//! - `fill <db> <n> [gateway-id]`: an outbox with an `n`-reading backlog (one upstream,
+//!   `timescale`, never acked); with a gateway id, the outbox belongs to that gateway
+//!   and its sensor ids start with it, so several gateways' backlogs never collide
+//!   upstream (`scripts/bench-fleet`).
 //! - `open-drain <db>`: time `Outbox::open` (integrity check included) on that backlog,
 //!   then drain it with peek(1000) + ack, reporting peak RSS (VmHWM).
 //! - `sizes <dir>`: bytes per reading by encoding, and the cost of storing keys.
@@ -11,7 +14,11 @@ use std::path::Path;
 use std::time::Instant;
 
 fn reading(i: usize) -> Record {
-    let device = format!("press-{:02}", i % 4);
+    reading_of("", i)
+}
+
+fn reading_of(prefix: &str, i: usize) -> Record {
+    let device = format!("{prefix}press-{:02}", i % 4);
     let channel = ["vib_rms", "temp_bearing", "temp_motor", "current"][(i / 4) % 4];
     Record::Reading(ReadingRecord {
         sensor_id: format!("{device}.{channel}"),
@@ -46,12 +53,16 @@ fn settings() -> OutboxSettings {
     }
 }
 
-fn fill(path: &Path, n: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let mut outbox = Outbox::open(path, &settings(), "bench-gw", &["timescale"])?;
+fn fill(path: &Path, n: usize, gateway: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let id = gateway.unwrap_or("bench-gw");
+    let prefix = gateway.map(|g| format!("{g}-")).unwrap_or_default();
+    let mut outbox = Outbox::open(path, &settings(), id, &["timescale"])?;
     let start = Instant::now();
     let mut i = 0;
     while i < n {
-        let batch: Vec<Record> = (i..(i + 1000).min(n)).map(reading).collect();
+        let batch: Vec<Record> = (i..(i + 1000).min(n))
+            .map(|i| reading_of(&prefix, i))
+            .collect();
         outbox.append(&batch)?;
         i += batch.len();
     }
@@ -142,11 +153,17 @@ fn sizes(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("fill") if args.len() == 4 => fill(Path::new(&args[2]), args[3].parse()?),
+        Some("fill") if args.len() == 4 || args.len() == 5 => fill(
+            Path::new(&args[2]),
+            args[3].parse()?,
+            args.get(4).map(String::as_str),
+        ),
         Some("open-drain") if args.len() == 3 => open_drain(Path::new(&args[2])),
         Some("sizes") if args.len() == 3 => sizes(Path::new(&args[2])),
         _ => {
-            eprintln!("usage: outbox_recovery fill <db> <n> | open-drain <db> | sizes <dir>");
+            eprintln!(
+                "usage: outbox_recovery fill <db> <n> [gateway-id] | open-drain <db> | sizes <dir>"
+            );
             std::process::exit(2);
         }
     }
