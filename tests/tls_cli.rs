@@ -4,9 +4,12 @@
 //! servers present a certificate for another host name, and `edgegw check` naming
 //! every unusable TLS file at its line.
 
+#[path = "support/pg.rs"]
+mod pg;
 #[path = "support/tls.rs"]
 mod tls_support;
 
+use pg::PgServer;
 use std::path::Path;
 use std::process::Command;
 use tls_support::*;
@@ -75,7 +78,7 @@ timeout_ms = 5000
 #[test]
 fn upstream_init_schema_and_check_over_tls() {
     let pki = Pki::new();
-    let pg = PgServer::start(&pki.server);
+    let pg = PgServer::tls_only(&pki.server.cert, &pki.server.key);
     let redis = RedisServer::start(&pki, &pki.server, "no");
     let mosquitto = MosquittoTls::start(&pki);
     let dir = tempfile::tempdir().unwrap();
@@ -104,7 +107,7 @@ fn upstream_init_schema_and_check_over_tls() {
 #[test]
 fn upstream_check_names_a_certificate_for_another_host() {
     let pki = Pki::new();
-    let pg = PgServer::start(&pki.wrong_host);
+    let pg = PgServer::tls_only(&pki.wrong_host.cert, &pki.wrong_host.key);
     let redis = RedisServer::start(&pki, &pki.wrong_host, "no");
     let mosquitto = MosquittoTls::start(&pki);
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,8 @@
 //! trusted, and the system roots (which do not hold the test CA) all refused, with
 //! the reason in the error.
 
+#[path = "support/pg.rs"]
+mod pg;
 #[path = "support/tls.rs"]
 mod tls_support;
 mod upstream_common;
@@ -13,6 +15,7 @@ use edgegw::config::TimescaleUpstream;
 use edgegw::record::AlertState;
 use edgegw::upstream::timescale::{self, TimescaleSink};
 use edgegw::upstream::{run_forwarder, schema, UpstreamMetrics};
+use pg::PgServer;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -47,7 +50,7 @@ async fn refused(cfg: &TimescaleUpstream) -> String {
 #[tokio::test]
 async fn verify_full_with_the_ca_file_delivers_over_tls() {
     let pki = Pki::new();
-    let pg = PgServer::start(&pki.server);
+    let pg = PgServer::tls_only(&pki.server.cert, &pki.server.key);
     let cfg = cfg(pg.port, "verify-full", Some(&pki.ca));
 
     let client = timescale::connect(&cfg, CONNECT)
@@ -115,7 +118,7 @@ async fn verify_full_with_the_ca_file_delivers_over_tls() {
 async fn a_certificate_for_another_host_is_refused_and_the_error_says_why() {
     let pki = Pki::new();
     // Signed by the trusted CA, but for wrong.example, not 127.0.0.1.
-    let pg = PgServer::start(&pki.wrong_host);
+    let pg = PgServer::tls_only(&pki.wrong_host.cert, &pki.wrong_host.key);
     for mode in ["verify-full", "require"] {
         let e = refused(&cfg(pg.port, mode, Some(&pki.ca))).await;
         assert!(
@@ -155,7 +158,7 @@ async fn a_certificate_for_another_host_is_refused_and_the_error_says_why() {
 #[tokio::test]
 async fn a_server_whose_ca_is_not_trusted_is_refused() {
     let pki = Pki::new();
-    let pg = PgServer::start(&pki.untrusted);
+    let pg = PgServer::tls_only(&pki.untrusted.cert, &pki.untrusted.key);
     let e = refused(&cfg(pg.port, "verify-full", Some(&pki.ca))).await;
     assert!(e.contains("UnknownIssuer"), "{e}");
     // Without ca_file the system roots are used; they do not hold a private CA.

@@ -108,14 +108,6 @@ impl Drop for Cluster {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn cfg(port: u16, prefix: &str) -> RedisUpstream {
     toml::from_str(&format!(
         "url = \"redis://127.0.0.1:{port}\"\nkey_prefix = \"{prefix}\"\ncluster = true\n\

@@ -1,10 +1,12 @@
-//! PostgreSQL servers of a test's own, plain TCP: a primary (`initdb` into a temp
-//! dir) and a streaming replica of it (`pg_basebackup -R`), both on 127.0.0.1 and a
-//! free port, run as the `postgres` user (initdb and postgres refuse root), `trust`
-//! for user `edgegw`. A replica can be promoted. Each is stopped (fast shutdown) on
-//! drop; nothing is left behind but the temp dirs, which go with it.
+//! PostgreSQL servers of a test's own, on 127.0.0.1 and a free port, run as the
+//! `postgres` user (initdb and postgres refuse root), `trust` for user `edgegw`,
+//! database `postgres`: a plain primary (`initdb` into a temp dir), a streaming
+//! replica of it (`pg_basebackup -R`, promotable), or a TLS-only server presenting a
+//! given certificate (`tests/tls_*.rs`). Each is stopped (fast shutdown) on drop;
+//! the temp dirs go with it.
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -79,31 +81,38 @@ impl PgServer {
     /// A fresh primary: user `edgegw`, database `postgres`, replication allowed from
     /// 127.0.0.1.
     pub fn primary() -> PgServer {
-        let dir = owned_tempdir();
-        let data = dir.path().join("data");
-        run_as_postgres(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "edgegw",
-                "--no-sync",
-                "--no-instructions",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-            ],
-            dir.path(),
-        );
+        let (dir, data) = initdb();
         std::fs::write(
             data.join("pg_hba.conf"),
             "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n",
         )
         .expect("pg_hba.conf");
-        PgServer::start(dir, data)
+        PgServer::start(dir, data, &[])
+    }
+
+    /// A server that admits TLS connections only (`hostssl ... trust`: a plain
+    /// connection finds no entry and is refused), presenting `cert` and `key`.
+    pub fn tls_only(cert: &Path, key: &Path) -> PgServer {
+        let (dir, data) = initdb();
+        let (uid, gid) = user_ids("postgres");
+        // The key must belong to the server's user and be private to it.
+        for (src, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let dst = data.join(name);
+            std::fs::copy(src, &dst).expect("copy cert");
+            std::os::unix::fs::chown(&dst, Some(uid), Some(gid)).expect("chown");
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "hostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("pg_hba.conf");
+        let tls = [
+            "ssl=on",
+            "ssl_cert_file=server.crt",
+            "ssl_key_file=server.key",
+        ];
+        PgServer::start(dir, data, &tls)
     }
 
     /// A streaming replica of `primary` (hot standby: read-only sessions only).
@@ -129,7 +138,7 @@ impl PgServer {
             ],
             dir.path(),
         );
-        PgServer::start(dir, data)
+        PgServer::start(dir, data, &[])
     }
 
     /// Ends recovery: the replica becomes a primary that accepts writes.
@@ -153,7 +162,8 @@ impl PgServer {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }
 
-    fn start(dir: tempfile::TempDir, data: PathBuf) -> PgServer {
+    /// `settings`: extra `-c` settings (`name=value`).
+    fn start(dir: tempfile::TempDir, data: PathBuf, settings: &[&str]) -> PgServer {
         let (uid, gid) = user_ids("postgres");
         let port = free_port();
         let log = dir.path().join("postgres.log");
@@ -174,6 +184,7 @@ impl PgServer {
                 "-c",
                 "max_connections=20",
             ])
+            .args(settings.iter().flat_map(|s| ["-c", s]))
             .current_dir(dir.path())
             .uid(uid)
             .gid(gid)
@@ -199,6 +210,30 @@ impl PgServer {
         }
         server
     }
+}
+
+/// `initdb` into a fresh temp dir the `postgres` user owns: (dir, data dir).
+fn initdb() -> (tempfile::TempDir, PathBuf) {
+    let dir = owned_tempdir();
+    let data = dir.path().join("data");
+    run_as_postgres(
+        "initdb",
+        &[
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "edgegw",
+            "--no-sync",
+            "--no-instructions",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
+        dir.path(),
+    );
+    (dir, data)
 }
 
 /// A temp dir the `postgres` user owns.

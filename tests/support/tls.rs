@@ -2,15 +2,14 @@
 //! test (a CA, a server certificate for 127.0.0.1 and localhost, one for another host
 //! name, one from a CA nobody trusts, a client certificate), rustls server configs
 //! (ring), a TLS-terminating TCP proxy, and real servers with TLS listeners on free
-//! ports: PostgreSQL (its own initdb), Redis and Mosquitto. Every server is stopped
-//! on drop.
+//! ports: Redis and Mosquitto (PostgreSQL with TLS is `support/pg.rs`,
+//! `PgServer::tls_only`). Every server is stopped on drop.
 #![allow(dead_code)]
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -232,168 +231,6 @@ impl TlsProxy {
             port,
             handshake_errors: errors,
         }
-    }
-}
-
-fn user_ids(user: &str) -> (u32, u32) {
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id")
-            .args([flag, user])
-            .output()
-            .expect("run id");
-        assert!(
-            out.status.success(),
-            "no user {user} (apt-get install postgresql creates it)"
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("numeric id")
-    };
-    (id("-u"), id("-g"))
-}
-
-fn pg_bin(name: &str) -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path().join("bin").join(name))
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found.pop().unwrap_or_else(|| {
-        panic!("no /usr/lib/postgresql/*/bin/{name}: apt-get install postgresql")
-    })
-}
-
-/// A PostgreSQL of its own: `initdb` into a temp dir and `postgres` on 127.0.0.1 and
-/// a free port, both as the `postgres` user (initdb refuses to run as root), with
-/// `ssl = on` and the given certificate, and a pg_hba.conf that admits TLS
-/// connections only (`hostssl ... trust`). Stopped (fast shutdown) on drop.
-pub struct PgServer {
-    child: Child,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
-}
-
-impl PgServer {
-    /// User `edgegw`, database `postgres`.
-    pub fn start(pair: &CertPair) -> PgServer {
-        let (uid, gid) = user_ids("postgres");
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
-        let data = dir.path().join("data");
-        let out = Command::new(pg_bin("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "edgegw",
-                "--no-sync",
-                "--no-instructions",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-            ])
-            .current_dir(dir.path())
-            .uid(uid)
-            .gid(gid)
-            .output()
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The key must belong to the server's user and be private to it.
-        for (src, name) in [(&pair.cert, "server.crt"), (&pair.key, "server.key")] {
-            let dst = data.join(name);
-            std::fs::copy(src, &dst).expect("copy cert");
-            std::os::unix::fs::chown(&dst, Some(uid), Some(gid)).expect("chown");
-            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        }
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "# TLS only: a plain connection finds no entry and is refused.\n\
-             hostssl all all 127.0.0.1/32 trust\n",
-        )
-        .expect("pg_hba.conf");
-        let port = free_port();
-        let log = dir.path().join("postgres.log");
-        let log_file = std::fs::File::create(&log).expect("log");
-        let child = Command::new(pg_bin("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c"])
-            .arg(format!("port={port}"))
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.path().display()))
-            .args([
-                "-c",
-                "ssl=on",
-                "-c",
-                "ssl_cert_file=server.crt",
-                "-c",
-                "ssl_key_file=server.key",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "shared_buffers=16MB",
-                "-c",
-                "max_connections=20",
-            ])
-            .current_dir(dir.path())
-            .uid(uid)
-            .gid(gid)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start postgres");
-        let server = PgServer { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("ready to accept connections") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "postgres did not start on {port}:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    /// The server's log (why it refused a connection).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        // SIGINT: fast shutdown (backends end, shared memory is released).
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
