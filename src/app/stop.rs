@@ -41,15 +41,18 @@ impl Gateway {
         }
         // With the sources gone, this was the last sender: the processor drains and ends.
         self.source_tx.take();
-        let (processor, batches) = self.processor.await.context("the processor task failed")?;
-        let writer = self.writer.await.context("the outbox writer task failed")?;
-        tracing::info!(
-            committed = writer.records_committed,
-            abandoned = writer.records_abandoned,
-            "Pipeline drained into the outbox"
-        );
-        // Drained: the forwarders stop between batches (never between a write and
-        // its ack), the status listener stops serving.
+        let processor = self.processor.await.context("the processor task failed");
+        let writer = self.writer.await.context("the outbox writer task failed");
+        if let Ok(w) = &writer {
+            tracing::info!(
+                committed = w.records_committed,
+                abandoned = w.records_abandoned,
+                "Pipeline drained into the outbox"
+            );
+        }
+        // Drained (also when a stage failed, so nothing waits on it for good): the
+        // forwarders stop between batches (never between a write and its ack), the
+        // status listener stops serving.
         self.shutdown.pipeline_drained();
         if let Some(f) = self.forwarders.take() {
             f.finish().await;
@@ -63,6 +66,7 @@ impl Gateway {
                 "Some tasks did not stop after the drain"
             );
         }
+        let ((processor, batches), writer) = (processor?, writer?);
         Ok(ShutdownReport {
             processor: *processor.counters(),
             batches,
