@@ -90,11 +90,12 @@ impl ConnectionLike for RedisConnection {
 }
 
 /// Opens a connection as the section says: a Redis Cluster through the node in
-/// `url` when `cluster = true` (plain TCP); otherwise plain TCP for `redis://`; for `rediss://`
-/// TLS from the program's one TLS builder (ring, `ca_file` or the system roots, host
-/// name verified, optional client certificate), on which the redis crate's
-/// multiplexed connection then runs. Then AUTH with the password secret. Used by the
-/// sink and by `edgegw upstream check`.
+/// `url` when `cluster = true` (plain TCP, the password given to every node);
+/// otherwise plain TCP for `redis://`, and for `rediss://` TLS from the program's one
+/// TLS builder (ring, `ca_file` or the system roots, host name verified, optional
+/// client certificate), on which the redis crate's multiplexed connection then runs,
+/// then AUTH with the password secret. Used by the sink and by `edgegw upstream
+/// check`.
 pub async fn connect(cfg: &RedisUpstream) -> Result<RedisConnection, UpstreamError> {
     let fail = |detail: String| UpstreamError::Connect {
         upstream: "redis",
