@@ -1230,19 +1230,31 @@ async fn a_plant_s_worst_day_loses_nothing_and_duplicates_nothing() {
             payloads,
         )
     };
-    // Until the outbox is at its bound (free pages inside the file count as room:
-    // after the long outage that is hundreds of MB).
+    // Until the outbox is at its bound. Free pages inside the file count as room:
+    // after the long form's hour of outage that is hundreds of MB, which takes the
+    // flood far longer than any fixed limit. So the limit is progress: fail only
+    // when the records stop growing for a minute without an eviction.
     let mut evicted = 0.0;
-    let flood_deadline = Instant::now() + Duration::from_secs(900);
-    while Instant::now() < flood_deadline {
+    let (mut most, mut progress_at) = (0.0, Instant::now());
+    let flood_started = Instant::now();
+    while evicted == 0.0 {
         flood(10_000).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        evicted = metric_sum(&gw.metrics(), "edgegw_outbox_evicted_total", &[]);
-        if evicted > 0.0 {
-            break;
+        let m = gw.metrics();
+        evicted = metric_sum(&m, "edgegw_outbox_evicted_total", &[]);
+        let records = metric_sum(&m, "edgegw_outbox_records", &[]);
+        if records > most {
+            (most, progress_at) = (records, Instant::now());
         }
+        assert!(
+            evicted > 0.0 || progress_at.elapsed() < Duration::from_secs(60),
+            "the outbox stopped growing at {most} records without reaching its bound"
+        );
     }
-    assert!(evicted > 0.0, "the outbox never reached its bound");
+    figures.insert(
+        "flood_seconds_to_the_bound".into(),
+        flood_started.elapsed().as_secs().into(),
+    );
     // The fault: vib1's transmitter now sees an inner-race defect.
     drop(vib1_sim.take());
     let t_fault = now_us();
