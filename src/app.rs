@@ -64,8 +64,9 @@ const SOURCE_CHANNEL: usize = 1024;
 const OUTBOX_CHANNEL: usize = 256;
 /// How long sources get to stop after they were cancelled.
 const SOURCE_STOP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long the tasks that stop at the drained signal (forwarders between batches,
-/// the status listener) get before the gateway reports them.
+/// After the forwarders have finished (each stops between batches, so its batch
+/// timeout bounds the wait), how long the remaining tasks (the status listener)
+/// get before the gateway reports them.
 const DRAINED_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Channel limits for the processor thread, sent when a reload starts a device.
