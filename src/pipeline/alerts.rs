@@ -58,7 +58,9 @@ struct OpenEpisode {
 pub struct EpisodeTracker {
     /// Last `debounce_m` verdicts, newest in bit 0.
     history: u64,
-    open: Option<OpenEpisode>,
+    /// Boxed: most channels never have an open episode, and a plant gateway keeps five
+    /// trackers for each of its thousands of channels.
+    open: Option<Box<OpenEpisode>>,
     cooldown_until_us: Option<TimestampUs>,
 }
 
@@ -149,14 +151,14 @@ impl EpisodeTracker {
         if anomalous && !cooling && self.recent_anomalous(rules) >= rules.debounce_k.max(1) {
             let mut recent = std::collections::VecDeque::with_capacity(rules.debounce_m as usize);
             recent.push_back(confidence);
-            self.open = Some(OpenEpisode {
+            self.open = Some(Box::new(OpenEpisode {
                 episode_us: ts_us,
                 last_emit_us: ts_us,
                 clear_run: 0,
                 peak_confidence: confidence,
                 severity: severity_from_confidence(confidence),
                 recent,
-            });
+            }));
             return Transition::Open;
         }
         Transition::None

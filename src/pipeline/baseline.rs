@@ -132,7 +132,85 @@ pub struct Commissioning {
     pub last_slot: i64,
     /// Raw feature values (before the transform), one row per sample. NaN marks a
     /// feature that does not exist for this channel (a band above its Nyquist).
-    pub rows: Vec<Vec<f64>>,
+    pub rows: Rows,
+}
+
+/// Commissioning samples: rows of equal width stored in one flat allocation, not one
+/// per sample (a plant gateway learns thousands of channels at once: 200 rows of 4
+/// features take 6.4 kB this way, about 14 kB as a `Vec` per row). Serialised as a
+/// list of rows, as before; rows of unequal width do not deserialise.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rows {
+    width: usize,
+    data: Vec<f64>,
+}
+
+impl Rows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.data.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Values per row (0 before the first row).
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[f64]> {
+        self.data.chunks_exact(self.width.max(1))
+    }
+
+    /// Appends a row; the first row sets the width, later rows of another width are
+    /// refused (returns false). Grows by doubling up to `max_rows`, then exactly.
+    pub fn push(&mut self, row: &[f64], max_rows: usize) -> bool {
+        if row.is_empty() || (self.width != 0 && row.len() != self.width) {
+            return false;
+        }
+        self.width = row.len();
+        if self.data.len() == self.data.capacity() {
+            let rows = self.len();
+            let want = (2 * rows).max(8).min(max_rows.max(rows + 1));
+            self.data
+                .reserve_exact((want.max(rows + 1) - rows) * self.width);
+        }
+        self.data.extend_from_slice(row);
+        true
+    }
+}
+
+impl From<Vec<Vec<f64>>> for Rows {
+    fn from(rows: Vec<Vec<f64>>) -> Rows {
+        let mut out = Rows::default();
+        for r in &rows {
+            out.push(r, rows.len());
+        }
+        out
+    }
+}
+
+impl Serialize for Rows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Rows {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rows, D::Error> {
+        let rows = Vec::<Vec<f64>>::deserialize(d)?;
+        let mut out = Rows::default();
+        for r in &rows {
+            if !out.push(r, rows.len()) {
+                return Err(serde::de::Error::custom(
+                    "commissioning rows of unequal width",
+                ));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// What [`Commissioning::offer`] did with a value.
@@ -155,7 +233,7 @@ impl Commissioning {
             target: plan.samples.max(2),
             min_samples: plan.min_samples.clamp(2, plan.samples.max(2)),
             last_slot: -1,
-            rows: Vec::new(),
+            rows: Rows::default(),
         }
     }
 
@@ -163,7 +241,7 @@ impl Commissioning {
     pub fn matches(&self, features: &[FeatureSpec]) -> bool {
         self.features.len() == features.len()
             && self.features.iter().zip(features).all(|(a, b)| a == b.name)
-            && self.rows.iter().all(|r| r.len() == features.len())
+            && (self.rows.is_empty() || self.rows.width() == features.len())
     }
 
     /// Share of the learning period done, 0..1 (by time and by samples, whichever is
@@ -203,12 +281,12 @@ impl Commissioning {
             if slot_us > 0 {
                 self.last_slot = (elapsed / slot_us).max(self.last_slot + 1);
             }
-            self.rows.push(
-                values
-                    .iter()
-                    .map(|v| if v.is_finite() { *v } else { f64::NAN })
-                    .collect(),
-            );
+            // One sample per slot of the period: rare, so the temporary is fine.
+            let clean: Vec<f64> = values
+                .iter()
+                .map(|v| if v.is_finite() { *v } else { f64::NAN })
+                .collect();
+            self.rows.push(&clean, self.target as usize);
         }
         let enough = self.rows.len() >= self.min_samples as usize;
         let complete = if self.duration_us > 0 {
@@ -227,7 +305,8 @@ impl Commissioning {
 
     /// The baseline these samples give.
     pub fn learn(&self, specs: &[FeatureSpec], learned_us: TimestampUs) -> LearnedBaseline {
-        LearnedBaseline::from_rows(specs, &self.rows, self.started_us, learned_us)
+        let rows: Vec<&[f64]> = self.rows.iter().collect();
+        LearnedBaseline::from_rows(specs, &rows, self.started_us, learned_us)
     }
 }
 
@@ -249,9 +328,9 @@ pub struct LearnedBaseline {
 
 impl LearnedBaseline {
     /// Robust statistics of `rows` (raw values, one row per sample).
-    pub fn from_rows(
+    pub fn from_rows<R: AsRef<[f64]>>(
         specs: &[FeatureSpec],
-        rows: &[Vec<f64>],
+        rows: &[R],
         started_us: TimestampUs,
         learned_us: TimestampUs,
     ) -> LearnedBaseline {
@@ -265,7 +344,7 @@ impl LearnedBaseline {
             col.clear();
             col.extend(
                 rows.iter()
-                    .filter_map(|r| r.get(j).copied())
+                    .filter_map(|r| r.as_ref().get(j).copied())
                     .filter(|v| v.is_finite())
                     .map(|v| spec.transform.apply(v)),
             );

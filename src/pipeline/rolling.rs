@@ -178,7 +178,7 @@ impl TimeWindow {
         TimeWindow {
             span_us,
             bucket_us: (span_us / TIME_BUCKETS as i64).max(1),
-            buckets: VecDeque::with_capacity(TIME_BUCKETS + 1),
+            buckets: VecDeque::new(),
             level: None,
             last_ts_us: None,
             previous: None,
@@ -211,10 +211,19 @@ impl TimeWindow {
         }
         self.previous = Some(value);
         // Into its bucket (a late reading whose bucket is gone is not added).
-        match self.buckets.iter_mut().find(|b| b.index == index) {
+        // Newest first: a reading almost always belongs to the newest bucket.
+        match self.buckets.iter_mut().rev().find(|b| b.index == index) {
             Some(b) => b.add(t_h, value),
             None => {
                 if self.buckets.back().is_none_or(|b| b.index < index) {
+                    // Grown as the hours pass, to at most TIME_BUCKETS + 1 (a new
+                    // bucket is pushed before the oldest leaves): a plant gateway has
+                    // tens of thousands of these, most of them young.
+                    let len = self.buckets.len();
+                    if len == self.buckets.capacity() {
+                        let want = (2 * len).clamp(2, TIME_BUCKETS + 1);
+                        self.buckets.reserve_exact(want.max(len + 1) - len);
+                    }
                     self.buckets.push_back(TimeBucket::new(index, t_h, value));
                 }
             }

@@ -15,8 +15,9 @@
 //! (`late_for_summary`). Other channels (polled sources, which neither redeliver nor
 //! reorder) keep no memory: every late reading is skipped there.
 //!
-//! Crashes: the daemon commits each channel's open bucket (`flush`, serialised) in the
-//! same outbox transaction as the records made from the readings it counts
+//! Crashes: the daemon commits each channel's open bucket (`flush`, serialised; one
+//! state entry per device, holding its channels' buckets) in the same outbox
+//! transaction as the records made from the readings it counts
 //! (`Processor::take_state`, `OutboxBatch::state`). After a crash the bucket resumes
 //! from exactly the readings that were stored; readings redelivered after it (MQTT
 //! QoS 1) are not newer than the bucket's last one and are not counted again

@@ -439,6 +439,81 @@ fn summaries_close_on_the_next_bucket_and_resume_after_flush() {
 }
 
 #[test]
+fn summary_state_is_one_entry_per_device_and_an_older_per_channel_entry_still_resumes() {
+    let settings = PipelineSettings {
+        summary_interval_secs: 60,
+        ..PipelineSettings::default()
+    };
+    let a = ChannelId::new("press", "a", SensorType::Temperature, "°C");
+    let b = ChannelId::new("press", "b", SensorType::Temperature, "°C");
+    let c = ChannelId::new("pump", "c", SensorType::Temperature, "°C");
+    let store = MemoryStateStore::new();
+    let mut p = Processor::new(
+        &settings,
+        shared(ModelRegistry::empty()),
+        Box::new(store.clone()),
+    );
+    p.process(&[
+        a.reading(T0 + S, Value::Scalar(1.0)),
+        b.reading(T0 + S, Value::Scalar(2.0)),
+        c.reading(T0 + S, Value::Scalar(3.0)),
+    ]);
+    // One entry per device that got readings, holding each of its channels' buckets.
+    let state = p.take_state(false);
+    let keys: Vec<&str> = state.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["summaries/60/press", "summaries/60/pump"]);
+    let press: Vec<(String, crate::pipeline::summary::Bucket)> =
+        rmp_serde::from_slice(&state[0].1).unwrap();
+    assert_eq!(
+        press
+            .iter()
+            .map(|(id, b)| (id.as_str(), b.count))
+            .collect::<Vec<_>>(),
+        [("press.a", 1), ("press.b", 1)]
+    );
+    // Only `pump` gets a reading: only its entry is written.
+    p.process(&[c.reading(T0 + 2 * S, Value::Scalar(3.5))]);
+    let state = p.take_state(false);
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[0].0, "summaries/60/pump");
+
+    // A store written by an older version: one JSON entry per channel. A device
+    // without a per-device entry resumes from it.
+    let old = MemoryStateStore::new();
+    let bucket = crate::pipeline::summary::Bucket {
+        start_us: T0,
+        min: 5.0,
+        max: 7.0,
+        sum: 12.0,
+        count: 2,
+        last: 7.0,
+        last_ts_us: T0 + 10 * S,
+    };
+    let mut w = old.clone();
+    crate::pipeline::StateStore::put(
+        &mut w,
+        "summary/60/press.a",
+        &serde_json::to_vec(&bucket).unwrap(),
+    )
+    .unwrap();
+    let mut p = Processor::new(&settings, shared(ModelRegistry::empty()), Box::new(old));
+    p.process(&[a.reading(T0 + 20 * S, Value::Scalar(9.0))]);
+    let s: Vec<_> = p
+        .flush()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Summary(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        (s[0].count, s[0].min, s[0].max, s[0].last),
+        (3, 5.0, 9.0, 9.0)
+    );
+}
+
+#[test]
 fn a_swapped_registry_takes_effect_at_the_next_window() {
     let registry = shared(ModelRegistry::empty());
     let ch = ChannelId::new("fan", "accel", SensorType::Bearing, "g");

@@ -413,15 +413,17 @@ impl Processor {
 const STATE_CHANGE_CONFIDENCE: f64 = 0.15;
 
 /// The sensor-fault episodes (stuck, out of range) of one reading or block.
+/// `value_text` describes the last value; it is called only when an alert is made
+/// (almost never: this runs for every reading, and formatting is not free).
 pub(super) fn sensor_fault_alerts(
     ch: &mut ChannelState,
     rules: &EpisodeRules,
     ts_us: TimestampUs,
     verdict: &Verdict,
-    value_text: &str,
+    value_text: impl Fn() -> String,
 ) -> Vec<AlertRecord> {
     let mut alerts = Vec::new();
-    let limits = ch.validator.limits().clone();
+    let limits = ch.validator.limits();
     let checks = [
         (
             alerts::SENSOR_STUCK,
@@ -429,10 +431,6 @@ pub(super) fn sensor_fault_alerts(
             // A value that does not move may also be a very steady process.
             0.7,
             &mut ch.stuck_episode,
-            format!(
-                "the same value repeated at least {} times in a row",
-                limits.stuck_after.unwrap_or(0)
-            ),
         ),
         (
             alerts::SENSOR_OUT_OF_RANGE,
@@ -440,17 +438,28 @@ pub(super) fn sensor_fault_alerts(
             // Outside the physical range: certainly the sensor or its wiring.
             0.9,
             &mut ch.range_episode,
+        ),
+    ];
+    for (anomaly_type, flagged, confidence, tracker) in checks {
+        let before = tracker.episode_us();
+        let transition = tracker.observe(rules, ts_us, flagged, !flagged, confidence);
+        if matches!(transition, Transition::None | Transition::Escalate) {
+            continue;
+        }
+        let value_text = value_text();
+        let what = if anomaly_type == alerts::SENSOR_STUCK {
+            format!(
+                "the same value repeated at least {} times in a row",
+                limits.stuck_after.unwrap_or(0)
+            )
+        } else {
             format!(
                 "outside its valid range {}..{} {}",
                 limits.min.map_or("-inf".to_string(), fmt_num),
                 limits.max.map_or("+inf".to_string(), fmt_num),
                 ch.id.unit
-            ),
-        ),
-    ];
-    for (anomaly_type, flagged, confidence, tracker, what) in checks {
-        let before = tracker.episode_us();
-        let transition = tracker.observe(rules, ts_us, flagged, !flagged, confidence);
+            )
+        };
         let (state, episode_us, description) = match transition {
             Transition::None | Transition::Escalate => continue,
             Transition::Open | Transition::Update => (

@@ -51,8 +51,9 @@ impl Processor {
             }
         }
         ch.prev_ts_us = Some(r.ts_us);
-        let fault_value = format!("{} {}", fmt_num(value), id.unit);
-        let fault_alerts = sensor_fault_alerts(ch, &rules, r.ts_us, &verdict, &fault_value);
+        let unit = id.unit.clone();
+        let fault_value = || format!("{} {}", fmt_num(value), unit);
+        let fault_alerts = sensor_fault_alerts(ch, &rules, r.ts_us, &verdict, fault_value);
         let mut summary_done = None;
         if !verdict.out_of_range {
             summary_done = ch.summary.push(r.ts_us, value);

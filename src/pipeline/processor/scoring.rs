@@ -64,7 +64,6 @@ impl Processor {
         let (plan, threshold, trend_on) = (dev.plan, dev.threshold, dev.trend);
         let r = Self::relative(self.state.as_mut(), &mut self.counters, plan, ch, waveform);
         let step = r.observe(ts_us, values, clean);
-        let key = baseline_key(sensor_id, waveform);
         match &step {
             Step::Learning { progress, started } => {
                 self.counters.commissioning += 1;
@@ -98,6 +97,7 @@ impl Processor {
         }
         let force = matches!(step, Step::Learned);
         if let Some(bytes) = r.to_save(ts_us, LEARNING_SAVE_INTERVAL_US, force) {
+            let key = baseline_key(sensor_id, waveform);
             if let Err(e) = self.state.put(&key, &bytes) {
                 self.counters.state_errors += 1;
                 tracing::warn!(key = %key, error = %format!("{e:#}"), "Cannot persist a baseline.");

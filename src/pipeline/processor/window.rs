@@ -61,13 +61,16 @@ impl Processor {
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
                 (lo.min(v), hi.max(v))
             });
-        let fault_value = format!(
-            "samples from {} to {} {}",
-            fmt_num(f64::from(lo)),
-            fmt_num(f64::from(hi)),
-            ch.id.unit
-        );
-        let fault_alerts = sensor_fault_alerts(ch, &rules, r.ts_us, &verdict, &fault_value);
+        let unit = ch.id.unit.clone();
+        let fault_value = || {
+            format!(
+                "samples from {} to {} {}",
+                fmt_num(f64::from(lo)),
+                fmt_num(f64::from(hi)),
+                unit
+            )
+        };
+        let fault_alerts = sensor_fault_alerts(ch, &rules, r.ts_us, &verdict, fault_value);
         for a in fault_alerts {
             self.emit_alert(a, out);
         }
