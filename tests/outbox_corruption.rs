@@ -162,3 +162,110 @@ fn the_cli_never_moves_or_repairs() {
         "the CLI moved nothing"
     );
 }
+
+/// Like `make_outbox`, but the run ends with a clean shutdown.
+fn make_outbox_closed_cleanly(path: &Path) -> String {
+    let epoch = make_outbox(path);
+    let mut o = Outbox::open(path, &OutboxSettings::default(), "gw", &["a"]).expect("open");
+    assert_eq!(o.open_check(), OpenCheck::Full, "dropped without a mark");
+    assert!(o.mark_clean_shutdown().expect("mark"), "marked");
+    drop(o);
+    epoch
+}
+
+#[test]
+fn a_clean_shutdown_skips_the_check_until_a_run_ends_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    make_outbox_closed_cleanly(&path);
+
+    let o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).expect("open");
+    assert_eq!(o.open_check(), OpenCheck::SkippedAfterCleanClose);
+    assert_eq!(o.stats().expect("stats").total_records, 20_000);
+    // This run ends without a mark (a crash, a kill): the open removed the marker.
+    drop(o);
+    let mut o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).expect("open");
+    assert_eq!(o.open_check(), OpenCheck::Full);
+
+    // A write after the mark withdraws it.
+    assert!(o.mark_clean_shutdown().expect("mark"));
+    o.append(&[reading(99_999)]).expect("append after the mark");
+    drop(o);
+    let mut o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).expect("open");
+    assert_eq!(o.open_check(), OpenCheck::Full, "written after the mark");
+
+    // A marker the file no longer matches (an older build, which knows nothing of
+    // it, appended after the clean shutdown) does not count.
+    assert!(o.mark_clean_shutdown().expect("mark"));
+    drop(o);
+    {
+        let c = rusqlite::Connection::open(&path).expect("sqlite");
+        c.execute(
+            "INSERT INTO records(kind, priority, created_us, ts_us, payload)
+             SELECT kind, priority, created_us, ts_us + 1, payload FROM records WHERE id = 1",
+            [],
+        )
+        .expect("insert as another build would");
+    }
+    let o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).expect("open");
+    assert_eq!(o.open_check(), OpenCheck::Full, "stale marker");
+}
+
+/// A run that started after a clean shutdown and then ended without one (a crash):
+/// the next open checks the whole file, and finds a damaged page.
+#[test]
+fn after_an_unclean_end_a_corrupted_page_is_still_found_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let epoch = make_outbox_closed_cleanly(&path);
+    let o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).expect("open");
+    assert_eq!(o.open_check(), OpenCheck::SkippedAfterCleanClose);
+    drop(o);
+    let len = std::fs::metadata(&path).expect("meta").len();
+    scribble(&path, (len / 2 / 4096) * 4096, 3 * 4096);
+    assert_recovers(&path, &epoch);
+}
+
+/// The trade: after a clean shutdown the open does not read every page, so damage
+/// done while the gateway was stopped is found when the page is read. Then the run
+/// marks no clean shutdown, and the next open checks and moves the file aside.
+#[test]
+fn corruption_after_a_clean_shutdown_is_found_at_run_time_then_checked_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let epoch = make_outbox_closed_cleanly(&path);
+    let len = std::fs::metadata(&path).expect("meta").len();
+    scribble(&path, (len / 2 / 4096) * 4096, 3 * 4096);
+
+    let mut o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).expect("open");
+    assert_eq!(o.open_check(), OpenCheck::SkippedAfterCleanClose);
+    assert!(
+        corrupt_files(dir.path()).is_empty(),
+        "not checked, not moved"
+    );
+    let err = o
+        .peek("a", 100_000)
+        .expect_err("the damaged pages are read");
+    assert!(matches!(err, OutboxError::Corrupt { .. }), "{err}");
+    assert!(
+        !o.mark_clean_shutdown().expect("mark"),
+        "no clean mark after corruption was seen"
+    );
+    drop(o);
+    assert_recovers(&path, &epoch);
+}
+
+#[test]
+fn a_foreign_database_with_a_clean_close_row_is_still_moved_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    {
+        let c = rusqlite::Connection::open(&path).expect("sqlite");
+        c.execute_batch(
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('clean_close', 'seq=0 cursors=0 closed_us=1');",
+        )
+        .expect("foreign schema");
+    }
+    assert_recovers(&path, "");
+}

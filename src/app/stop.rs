@@ -1,6 +1,7 @@
 //! Stopping a [`Gateway`] under its one root ([`crate::shutdown::Shutdown`]): stop
 //! the producers, let the pipeline drain into the outbox, then give the drained
-//! signal and wait for every task of the gateway to end.
+//! signal and wait for every task of the gateway to end; last, mark the outbox's
+//! clean shutdown (the next open skips its whole-file check).
 
 use super::{Gateway, DRAINED_STOP_TIMEOUT, SOURCE_STOP_TIMEOUT};
 use crate::outbox::WriterReport;
@@ -65,6 +66,18 @@ impl Gateway {
                 tasks = self.shutdown.running(),
                 "Some tasks did not stop after the drain"
             );
+        }
+        // Everything that writes to the outbox has ended: mark the clean shutdown, so
+        // the next start skips the whole-file integrity check. A task still running
+        // (reported above) that writes after this withdraws the mark first.
+        match self.outbox.mark_clean_shutdown().await {
+            Ok(true) => tracing::info!(
+                path = %self.outbox.path().display(),
+                "Outbox closed cleanly: the next start skips its whole-file check."
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e,
+                "Could not mark the outbox closed cleanly: the next start checks the whole file."),
         }
         let ((processor, batches), writer) = (processor?, writer?);
         Ok(ShutdownReport {
@@ -145,5 +158,18 @@ mod tests {
         let stats = outbox.stats().await.unwrap();
         let redis = stats.upstreams.iter().find(|u| u.name == "redis").unwrap();
         assert_eq!(redis.pending, 2, "kept for the next start: {stats:?}");
+        // The stop marked a clean shutdown: the next open skips the whole-file check.
+        drop(outbox);
+        let reopened = crate::outbox::Outbox::open(
+            &dir.path().join("outbox.db"),
+            &loaded.config.outbox,
+            "gw-stop",
+            &["redis"],
+        )
+        .expect("reopen");
+        assert_eq!(
+            reopened.open_check(),
+            crate::outbox::OpenCheck::SkippedAfterCleanClose
+        );
     }
 }

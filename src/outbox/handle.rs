@@ -108,6 +108,12 @@ impl OutboxHandle {
         }
     }
 
+    /// [`Outbox::mark_clean_shutdown`] on the blocking pool: the daemon's last call,
+    /// after every task that writes to the outbox has ended.
+    pub async fn mark_clean_shutdown(&self) -> Result<bool, OutboxError> {
+        self.with(|o| o.mark_clean_shutdown()).await
+    }
+
     /// [`Outbox::peek`] on the blocking pool.
     pub async fn peek(&self, upstream: &str, n: usize) -> Result<Vec<StoredRecord>, OutboxError> {
         let upstream = upstream.to_string();

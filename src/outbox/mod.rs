@@ -30,6 +30,7 @@ pub mod writer;
 pub use cli::{cli_dead_letters, cli_dump, cli_stats, format_stats};
 pub use error::OutboxError;
 pub use handle::OutboxHandle;
+pub use schema::OpenCheck;
 pub use settings::{FullPolicy, OutboxSettings, SyncMode};
 pub(crate) use state_store::OutboxState;
 pub use stats::{DumpLine, OutboxStats, UpstreamStats};

@@ -4,12 +4,18 @@
 //! Owns the decision "corrupt or merely failing": only SQLITE_CORRUPT, SQLITE_NOTADB
 //! and a failed `quick_check` move a file aside; a permission or I/O error is returned
 //! as it is, so a transient problem never costs the operator their backlog.
+//!
+//! Owns the clean-shutdown marker too: `PRAGMA quick_check` reads the whole file
+//! (seconds for a large backlog on an SD card), so it runs only when the previous run
+//! did not end with [`mark_clean_close`] — after a crash, a kill, a power cut, a
+//! SQLITE_CORRUPT seen at run time, or on the first open of a file without the marker.
 
 use super::error::OutboxError;
 use super::settings::SyncMode;
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Schema migrations, in order; `PRAGMA user_version` is the number applied.
@@ -95,6 +101,52 @@ pub(crate) enum OpenFailure {
     Other(OutboxError),
 }
 
+/// What [`open_checked`] did about the file's integrity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenCheck {
+    /// `PRAGMA quick_check` read the whole file: the previous run did not mark a
+    /// clean shutdown (crash, kill, power cut, corruption seen at run time, a write
+    /// after the mark), or the file never had the marker (new, or from an older
+    /// build).
+    Full,
+    /// The previous run shut down cleanly and nothing wrote to the file since: the
+    /// whole-file check was skipped. Corruption is then found when a damaged page
+    /// is read (SQLITE_CORRUPT), and the open after that run checks in full.
+    SkippedAfterCleanClose,
+    /// Opened by the CLI (read-only or for maintenance): never checked, never moved.
+    NotChecked,
+}
+
+/// The `meta` key of the clean-shutdown marker. Its value is
+/// `<fingerprint> closed_us=<time>`; the marker counts only while the fingerprint
+/// still matches the file (see [`fingerprint`]).
+const CLEAN_CLOSE_KEY: &str = "clean_close";
+
+/// Outbox files on which this process saw SQLITE_CORRUPT / SQLITE_NOTADB after they
+/// were opened (any connection, the writer's or the stats reader's): such a run never
+/// marks a clean shutdown, so the next start checks the whole file and moves it aside.
+static CORRUPTION_SEEN: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn corruption_list() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    CORRUPTION_SEEN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn note_corruption(path: &Path) {
+    let mut seen = corruption_list();
+    if !seen.iter().any(|p| p == path) {
+        seen.push(path.to_path_buf());
+    }
+}
+
+pub(crate) fn corruption_seen(path: &Path) -> bool {
+    corruption_list().iter().any(|p| p == path)
+}
+
+/// A new open of `path` starts with a clean slate.
+pub(crate) fn forget_corruption(path: &Path) {
+    corruption_list().retain(|p| p != path);
+}
+
 pub(crate) fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -109,6 +161,7 @@ pub(crate) fn is_disk_full(e: &rusqlite::Error) -> bool {
 /// Maps a SQLite error to the outbox error, keeping corruption apart.
 pub(crate) fn sql_err(path: &Path, context: &'static str, e: rusqlite::Error) -> OutboxError {
     if is_corruption(&e) {
+        note_corruption(path);
         OutboxError::Corrupt {
             path: path.to_path_buf(),
             detail: format!("{context}: {e}"),
@@ -133,13 +186,21 @@ fn classify(path: &Path, context: &'static str, e: rusqlite::Error) -> OpenFailu
 /// Opens read-write (creating the file), checks integrity and ownership, sets the
 /// pragmas and migrates. Corruption anywhere on the way is reported as
 /// [`OpenFailure::Corrupt`], before anything was written to the file.
-pub(crate) fn open_checked(path: &Path, sync: SyncMode) -> Result<Connection, OpenFailure> {
+///
+/// The whole-file `quick_check` runs unless the previous run marked a clean shutdown
+/// ([`mark_clean_close`]); the marker is then removed, durably, before any other
+/// write, so whatever happens to this run from here on (a crash, a kill, a power cut)
+/// makes the next open check in full.
+pub(crate) fn open_checked(
+    path: &Path,
+    sync: SyncMode,
+) -> Result<(Connection, OpenCheck), OpenFailure> {
     // A file that does not even start like SQLite is moved aside before SQLite opens
     // it: SQLite may otherwise delete a `-wal` next to it that the operator wants.
     precheck_header(path)?;
     let conn = Connection::open(path).map_err(|e| classify(path, "opening", e))?;
     match check_and_migrate(&conn, path, sync) {
-        Ok(()) => Ok(conn),
+        Ok(check) => Ok((conn, check)),
         Err(OpenFailure::Corrupt(detail)) => {
             // Leave the WAL as it is for whoever inspects the moved file.
             let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
@@ -149,22 +210,113 @@ pub(crate) fn open_checked(path: &Path, sync: SyncMode) -> Result<Connection, Op
     }
 }
 
-fn check_and_migrate(conn: &Connection, path: &Path, sync: SyncMode) -> Result<(), OpenFailure> {
+fn check_and_migrate(
+    conn: &Connection,
+    path: &Path,
+    sync: SyncMode,
+) -> Result<OpenCheck, OpenFailure> {
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| classify(path, "setting busy_timeout", e))?;
-    if let Some(problem) = quick_check(conn).map_err(|e| classify(path, "quick_check", e))? {
-        return Err(OpenFailure::Corrupt(format!("quick_check: {problem}")));
+    let clean =
+        closed_cleanly(conn).map_err(|e| classify(path, "reading the clean-close marker", e))?;
+    if !clean {
+        if let Some(problem) = quick_check(conn).map_err(|e| classify(path, "quick_check", e))? {
+            return Err(OpenFailure::Corrupt(format!("quick_check: {problem}")));
+        }
     }
     // Ownership before any write: a foreign database must be moved aside untouched.
     check_version(conn, path).map_err(|e| match e {
         OutboxError::Corrupt { detail, .. } => OpenFailure::Corrupt(detail),
         other => OpenFailure::Other(other),
     })?;
+    if clean {
+        clear_clean_close(conn)
+            .map_err(|e| classify(path, "clearing the clean-close marker", e))?;
+    }
     configure(conn, sync).map_err(|e| classify(path, "setting pragmas", e))?;
     migrate(conn, path).map_err(|e| match e {
         OutboxError::Corrupt { detail, .. } => OpenFailure::Corrupt(detail),
         other => OpenFailure::Other(other),
+    })?;
+    Ok(if clean {
+        OpenCheck::SkippedAfterCleanClose
+    } else {
+        OpenCheck::Full
     })
+}
+
+/// What a run that wrote to the outbox changes for sure: the id sequence (every
+/// append) and the cursors (every ack). A marker whose fingerprint no longer matches
+/// was left by a run that did not clear it (an older build opened the file after a
+/// clean shutdown) and does not count.
+fn fingerprint(conn: &Connection) -> rusqlite::Result<String> {
+    conn.query_row(
+        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0),
+                coalesce((SELECT sum(acked_id) FROM cursors), 0)",
+        [],
+        |r| {
+            Ok(format!(
+                "seq={} cursors={}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?
+            ))
+        },
+    )
+}
+
+/// Whether the previous run marked a clean shutdown that still matches the file.
+/// Only corruption is an error; anything else odd (no `meta` table, a version this
+/// build does not know, a foreign file) means "not clean", so the full check runs and
+/// the usual rules decide what happens to the file.
+fn closed_cleanly(conn: &Connection) -> rusqlite::Result<bool> {
+    let attempt = || -> rusqlite::Result<bool> {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 || version > known_version() {
+            return Ok(false);
+        }
+        let marker: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [CLEAN_CLOSE_KEY],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match marker {
+            None => Ok(false),
+            Some(m) => Ok(m.starts_with(&format!("{} ", fingerprint(conn)?))),
+        }
+    };
+    match attempt() {
+        Err(e) if is_corruption(&e) => Err(e),
+        Err(_) => Ok(false),
+        ok => ok,
+    }
+}
+
+/// Removes the marker in a transaction of its own, fsynced whatever
+/// `outbox.synchronous` says: were the removal lost in a power cut, the next open
+/// would trust a marker that this run invalidated. The caller sets `synchronous`
+/// again afterwards.
+pub(crate) fn clear_clean_close(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute("DELETE FROM meta WHERE key = ?1", [CLEAN_CLOSE_KEY])?;
+    Ok(())
+}
+
+/// Marks a clean shutdown: the marker with the file's fingerprint, then a WAL
+/// checkpoint (TRUNCATE) so the next open has no WAL to read. A checkpoint that
+/// cannot finish (a reader in a transaction) is harmless: the marker is committed.
+pub(crate) fn mark_clean_close(conn: &Connection) -> rusqlite::Result<()> {
+    let value = format!(
+        "{} closed_us={}",
+        fingerprint(conn)?,
+        crate::record::now_us()
+    );
+    conn.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+        rusqlite::params![CLEAN_CLOSE_KEY, value],
+    )?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
 }
 
 fn precheck_header(path: &Path) -> Result<(), OpenFailure> {

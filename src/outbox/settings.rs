@@ -37,10 +37,19 @@ pub struct OutboxSettings {
     /// transactions amortise the commit cost (see docs/PERFORMANCE.md).
     #[serde(default = "default_batch_max_records")]
     pub batch_max_records: usize,
-    /// How long the writer waits for more records before it commits a partial batch;
-    /// bounds the added latency of a record (and of a source's ack).
+    /// How long the writer waits for more records before it commits a partial batch,
+    /// when nobody waits on the commit (polled sources); bounds the added latency of
+    /// a record. A group carrying a source's ack (MQTT QoS 1) is committed as soon as
+    /// the writer's queue is empty, without lingering: the source's broker sends only
+    /// an in-flight window of messages before it sees their acks.
     #[serde(default = "default_batch_linger_ms")]
     pub batch_linger_ms: u64,
+    /// Benchmarks only, not read from the config file: linger for `batch_linger_ms`
+    /// even when the group carries acks (the writer's behaviour before it committed
+    /// at once for them), so `benches/mqtt_ingest.rs` can compare both in one run.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub linger_with_acks: bool,
 }
 
 /// What a full outbox does.
@@ -98,6 +107,7 @@ impl Default for OutboxSettings {
             synchronous: SyncMode::default(),
             batch_max_records: default_batch_max_records(),
             batch_linger_ms: default_batch_linger_ms(),
+            linger_with_acks: false,
         }
     }
 }

@@ -8,8 +8,8 @@
 use super::encode;
 use super::error::OutboxError;
 use super::evict;
-use super::schema::{self, is_disk_full, sql_err, OpenFailure};
-use super::settings::{FullPolicy, OutboxSettings};
+use super::schema::{self, is_disk_full, sql_err, OpenCheck, OpenFailure};
+use super::settings::{FullPolicy, OutboxSettings, SyncMode};
 use crate::record::{now_us, StoredRecord, TimestampUs};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -51,6 +51,12 @@ pub struct Outbox {
     pub(crate) read_only: bool,
     /// Time source; replaced in tests of the age bound.
     pub(crate) clock: fn() -> TimestampUs,
+    /// `outbox.synchronous`, set again after the clean-shutdown marker is removed.
+    pub(crate) sync: SyncMode,
+    /// What the open did about integrity (whole-file check or skipped).
+    pub(crate) open_check: OpenCheck,
+    /// A clean shutdown is marked in the file: the next write removes the mark first.
+    pub(crate) clean_marked: std::sync::atomic::AtomicBool,
 }
 
 impl Outbox {
@@ -75,8 +81,9 @@ impl Outbox {
                 source,
             })?;
         }
-        let conn = match schema::open_checked(path, settings.synchronous) {
-            Ok(conn) => conn,
+        schema::forget_corruption(path);
+        let (conn, check) = match schema::open_checked(path, settings.synchronous) {
+            Ok(opened) => opened,
             Err(OpenFailure::Other(e)) => return Err(e),
             Err(OpenFailure::Corrupt(detail)) => {
                 let moved = schema::move_aside(path)?;
@@ -89,7 +96,7 @@ impl Outbox {
                      recover them from the moved file."
                 );
                 match schema::open_checked(path, settings.synchronous) {
-                    Ok(conn) => conn,
+                    Ok(opened) => opened,
                     Err(OpenFailure::Other(e)) => return Err(e),
                     Err(OpenFailure::Corrupt(detail)) => {
                         return Err(OutboxError::Corrupt {
@@ -101,6 +108,9 @@ impl Outbox {
             }
         };
         let mut outbox = Outbox::from_conn(conn, path, false)?;
+        outbox.open_check = check;
+        outbox.sync = settings.synchronous;
+        tracing::debug!(path = %path.display(), check = ?check, "Outbox opened.");
         outbox.policy = settings.full_policy;
         outbox.limit_bytes = settings.max_size_bytes();
         outbox.max_age_us = settings
@@ -151,6 +161,9 @@ impl Outbox {
             page_size: page_size.max(512) as u64,
             read_only,
             clock: now_us,
+            sync: SyncMode::default(),
+            open_check: OpenCheck::NotChecked,
+            clean_marked: std::sync::atomic::AtomicBool::new(false),
         };
         if read_only || outbox.get_meta("epoch")?.is_some() {
             outbox.load_identity()?;
@@ -254,14 +267,55 @@ impl Outbox {
         sql_err(&self.path, context, e)
     }
 
-    fn writable(&self) -> Result<(), OutboxError> {
+    /// Every write starts here: refuses on a read-only connection, and withdraws a
+    /// clean-shutdown mark first (durably), so the mark never outlives a write.
+    pub(crate) fn writable(&self) -> Result<(), OutboxError> {
         if self.read_only {
-            Err(OutboxError::ReadOnly {
+            return Err(OutboxError::ReadOnly {
                 path: self.path.clone(),
-            })
-        } else {
-            Ok(())
+            });
         }
+        if self.clean_marked.load(std::sync::atomic::Ordering::Relaxed) {
+            schema::clear_clean_close(&self.conn)
+                .and_then(|()| {
+                    self.conn
+                        .pragma_update(None, "synchronous", self.sync.pragma_value())
+                })
+                .map_err(|e| self.err("clearing the clean-close marker", e))?;
+            self.clean_marked
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// What the open did about the file's integrity: [`OpenCheck::Full`] (the whole
+    /// file was checked), [`OpenCheck::SkippedAfterCleanClose`], or
+    /// [`OpenCheck::NotChecked`] for the CLI's opens.
+    pub fn open_check(&self) -> OpenCheck {
+        self.open_check
+    }
+
+    /// Marks a clean shutdown, so the next [`Outbox::open`] skips the whole-file
+    /// integrity check. Call it when everything that writes to the outbox has stopped
+    /// (the daemon does, at the end of its stop). The outbox stays usable: a later
+    /// write withdraws the mark first. Returns `false`, marking nothing, when
+    /// SQLITE_CORRUPT was seen on this file since it was opened: the next open then
+    /// checks the whole file (and moves it aside).
+    pub fn mark_clean_shutdown(&mut self) -> Result<bool, OutboxError> {
+        self.writable()?;
+        if schema::corruption_seen(&self.path) {
+            tracing::warn!(
+                path = %self.path.display(),
+                "Outbox corruption was seen during this run: not marking a clean \
+                 shutdown, so the next start checks the whole file."
+            );
+            return Ok(false);
+        }
+        schema::mark_clean_close(&self.conn)
+            .map_err(|e| self.err("marking a clean shutdown", e))?;
+        self.clean_marked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
     }
 
     fn check_upstream(&self, upstream: &str) -> Result<(), OutboxError> {

@@ -1,9 +1,15 @@
 //! The writer stage: the end of the pipeline, the only task that appends.
 //!
 //! It groups incoming [`OutboxBatch`]es into one transaction (up to about
-//! `batch_max_records`, or whatever arrived within `batch_linger_ms`), commits through
-//! [`OutboxHandle`] (blocking pool, never on a runtime thread), then — and only then —
-//! fires every source [`Ack`] of the group and wakes the forwarders. When the outbox is
+//! `batch_max_records`), commits through [`OutboxHandle`] (blocking pool, never on a
+//! runtime thread), then — and only then — fires every source [`Ack`] of the group and
+//! wakes the forwarders. What is already queued always joins the group. When the queue
+//! is empty, a group that carries an ack is committed at once: its source (MQTT QoS 1)
+//! is waiting, and its broker sends no more than an in-flight window (Mosquitto: 20)
+//! of messages before it sees their acks, so lingering would cap the ingest at a
+//! window per linger. A group without acks (polled Modbus, which nobody is told about)
+//! lingers up to `batch_linger_ms` for more, so a steady poll load still makes few,
+//! large transactions. When the outbox is
 //! full (`block`, or the disk) it keeps the group and retries with backoff; meanwhile it
 //! reads nothing, so the bounded channel fills and the sources slow down.
 //!
@@ -63,6 +69,7 @@ pub async fn run_writer(
     notify: Arc<Notify>,
 ) -> WriterReport {
     let linger = Duration::from_millis(settings.batch_linger_ms);
+    let linger_with_acks = settings.linger_with_acks;
     let max_records = settings.batch_max_records.max(1);
     let mut report = WriterReport::default();
     loop {
@@ -73,11 +80,15 @@ pub async fn run_writer(
         let deadline = Instant::now() + linger;
         let mut closed = false;
         while records.len() < max_records {
-            // Take what is already queued without waiting, then linger for the rest.
+            // Take what is already queued without waiting; then commit at once if a
+            // source waits on this commit, else linger for more.
             let next = match rx.try_recv() {
                 Ok(b) => Some(b),
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     closed = true;
+                    None
+                }
+                Err(mpsc::error::TryRecvError::Empty) if !acks.is_empty() && !linger_with_acks => {
                     None
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
@@ -226,5 +237,101 @@ async fn commit(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::encode::tests::reading;
+    use crate::outbox::Outbox;
+    use std::time::Instant as StdInstant;
+
+    fn batch(from: i64, to: i64, ack: Option<Ack>) -> OutboxBatch {
+        OutboxBatch {
+            records: (from..to).map(reading).collect(),
+            acks: ack.into_iter().collect(),
+            state: Vec::new(),
+        }
+    }
+
+    fn stored(outbox: &OutboxHandle) -> u64 {
+        outbox.blocking(|o| o.stats().expect("stats").total_records)
+    }
+
+    fn start(
+        linger_ms: u64,
+        linger_with_acks: bool,
+    ) -> (tempfile::TempDir, OutboxHandle, OutboxSettings) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = OutboxSettings {
+            batch_linger_ms: linger_ms,
+            linger_with_acks,
+            ..OutboxSettings::default()
+        };
+        let outbox =
+            Outbox::open(&dir.path().join("outbox.db"), &settings, "gw", &["a"]).expect("open");
+        (dir, OutboxHandle::new(outbox), settings)
+    }
+
+    /// A source waiting on its ack (MQTT QoS 1) is not held for the linger; batches
+    /// nobody waits on (polled Modbus) still linger and share one transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_with_an_ack_is_committed_at_once_one_without_lingers() {
+        let (_dir, outbox, settings) = start(3000, false);
+        let (tx, rx) = mpsc::channel(8);
+        let writer = tokio::spawn(run_writer(outbox.clone(), rx, settings, Arc::default()));
+
+        let sent = StdInstant::now();
+        let (ack, committed) = Ack::new();
+        tx.send(batch(0, 10, Some(ack))).await.expect("send");
+        tokio::time::timeout(Duration::from_millis(1500), committed)
+            .await
+            .expect("committed long before the 3 s linger")
+            .expect("ack fired after the commit");
+        let waited = sent.elapsed();
+        assert_eq!(stored(&outbox), 10);
+
+        // Without acks: two batches 100 ms apart wait for the linger, together.
+        tx.send(batch(10, 20, None)).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(batch(20, 30, None)).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(stored(&outbox), 10, "batches without acks linger");
+        // An acked batch joining the lingering group ends the linger at once.
+        let (ack, committed) = Ack::new();
+        tx.send(batch(30, 40, Some(ack))).await.expect("send");
+        tokio::time::timeout(Duration::from_millis(1500), committed)
+            .await
+            .expect("the ack ends the linger")
+            .expect("ack fired");
+        assert_eq!(stored(&outbox), 40);
+
+        drop(tx);
+        let report = writer.await.expect("writer");
+        assert_eq!(report.records_committed, 40);
+        assert_eq!(
+            report.transactions, 2,
+            "the acked batch alone, then the two lingering ones with the next acked one: {report:?} (first ack after {waited:?})"
+        );
+    }
+
+    /// The benchmark switch restores the old behaviour: an acked batch lingers too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bench_switch_lingers_with_acks_as_before() {
+        let (_dir, outbox, settings) = start(400, true);
+        let (tx, rx) = mpsc::channel(8);
+        let writer = tokio::spawn(run_writer(outbox.clone(), rx, settings, Arc::default()));
+        let sent = StdInstant::now();
+        let (ack, committed) = Ack::new();
+        tx.send(batch(0, 10, Some(ack))).await.expect("send");
+        committed.await.expect("ack fired");
+        assert!(
+            sent.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            sent.elapsed()
+        );
+        drop(tx);
+        assert_eq!(writer.await.expect("writer").records_committed, 10);
     }
 }

@@ -46,6 +46,7 @@ impl Outbox {
         id: i64,
         reason: &str,
     ) -> Result<(), OutboxError> {
+        self.writable()?;
         let changed = self
             .conn
             .execute(
