@@ -1,11 +1,15 @@
 //! Outbox recovery and size measurements (run by `scripts/bench-outbox-recovery`).
 //!
-//! - `fill <db> <n> [gateway-id]`: an outbox with an `n`-reading backlog (one upstream,
-//!   `timescale`, never acked); with a gateway id, the outbox belongs to that gateway
-//!   and its sensor ids start with it, so several gateways' backlogs never collide
-//!   upstream (`scripts/bench-fleet`).
-//! - `open-drain <db>`: time `Outbox::open` (integrity check included) on that backlog,
-//!   then drain it with peek(1000) + ack, reporting peak RSS (VmHWM).
+//! - `fill <db> <n> [gateway-id] [--unclean]`: an outbox with an `n`-reading backlog
+//!   (one upstream, `timescale`, never acked); with a gateway id, the outbox belongs
+//!   to that gateway and its sensor ids start with it, so several gateways' backlogs
+//!   never collide upstream (`scripts/bench-fleet`). Ends with a clean shutdown
+//!   (`mark_clean_shutdown`, as the daemon's stop does); `--unclean` ends the process
+//!   instead without closing anything, like a SIGKILL.
+//! - `open <db> clean|kill`: time `Outbox::open` alone and say whether it checked the
+//!   whole file; then end with a clean shutdown, or like a SIGKILL (no close).
+//! - `open-drain <db>`: time `Outbox::open` (integrity check, if any, included) on
+//!   that backlog, then drain it with peek(1000) + ack, reporting peak RSS (VmHWM).
 //! - `sizes <dir>`: bytes per reading by encoding, and the cost of storing keys.
 
 use edgegw::outbox::{encoded_payload, Outbox, OutboxSettings};
@@ -53,7 +57,12 @@ fn settings() -> OutboxSettings {
     }
 }
 
-fn fill(path: &Path, n: usize, gateway: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+fn fill(
+    path: &Path,
+    n: usize,
+    gateway: Option<&str>,
+    unclean: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let id = gateway.unwrap_or("bench-gw");
     let prefix = gateway.map(|g| format!("{g}-")).unwrap_or_default();
     let mut outbox = Outbox::open(path, &settings(), id, &["timescale"])?;
@@ -68,15 +77,43 @@ fn fill(path: &Path, n: usize, gateway: Option<&str>) -> Result<(), Box<dyn std:
     }
     let secs = start.elapsed().as_secs_f64();
     let used = outbox.used_bytes()?;
-    drop(outbox);
+    if !unclean {
+        outbox.mark_clean_shutdown()?;
+    }
     let file = std::fs::metadata(path)?.len();
     println!(
-        "fill: {n} readings in {secs:.2} s ({:.0} readings/s); file {:.1} MiB, {:.1} bytes/reading on disk ({:.1} used)",
+        "fill: {n} readings in {secs:.2} s ({:.0} readings/s); file {:.1} MiB, {:.1} bytes/reading on disk ({:.1} used); {}",
         n as f64 / secs,
         file as f64 / 1048576.0,
         file as f64 / n as f64,
-        used as f64 / n as f64
+        used as f64 / n as f64,
+        if unclean { "ended like a SIGKILL (no clean shutdown)" } else { "clean shutdown" }
     );
+    if unclean {
+        // No destructor runs: the connection is never closed, the WAL stays.
+        std::process::exit(0);
+    }
+    drop(outbox);
+    Ok(())
+}
+
+fn open_only(path: &Path, end: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let mut outbox = Outbox::open(path, &settings(), "bench-gw", &["timescale"])?;
+    let open_ms = start.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "open: {open_ms:.0} ms ({:?}); then {}",
+        outbox.open_check(),
+        if end == "kill" {
+            "ended like a SIGKILL"
+        } else {
+            "clean shutdown"
+        }
+    );
+    if end == "kill" {
+        std::process::exit(0);
+    }
+    outbox.mark_clean_shutdown()?;
     Ok(())
 }
 
@@ -88,7 +125,8 @@ fn open_drain(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let backlog = outbox.stats()?.total_records;
     let hwm_open = status_kb("VmHWM:");
     println!(
-        "open: {open_ms:.0} ms with a backlog of {backlog} records (quick_check included); VmHWM {hwm_start} kB before, {hwm_open} kB after"
+        "open: {open_ms:.0} ms with a backlog of {backlog} records ({:?}); VmHWM {hwm_start} kB before, {hwm_open} kB after",
+        outbox.open_check()
     );
     let start = Instant::now();
     let mut drained = 0u64;
@@ -151,18 +189,24 @@ fn sizes(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
+    let all: Vec<String> = std::env::args().collect();
+    let unclean = all.iter().any(|a| a == "--unclean");
+    let args: Vec<String> = all.into_iter().filter(|a| a != "--unclean").collect();
     match args.get(1).map(String::as_str) {
         Some("fill") if args.len() == 4 || args.len() == 5 => fill(
             Path::new(&args[2]),
             args[3].parse()?,
             args.get(4).map(String::as_str),
+            unclean,
         ),
+        Some("open") if args.len() == 4 && (args[3] == "clean" || args[3] == "kill") => {
+            open_only(Path::new(&args[2]), &args[3])
+        }
         Some("open-drain") if args.len() == 3 => open_drain(Path::new(&args[2])),
         Some("sizes") if args.len() == 3 => sizes(Path::new(&args[2])),
         _ => {
             eprintln!(
-                "usage: outbox_recovery fill <db> <n> [gateway-id] | open-drain <db> | sizes <dir>"
+                "usage: outbox_recovery fill <db> <n> [gateway-id] [--unclean] | open <db> clean|kill | open-drain <db> | sizes <dir>"
             );
             std::process::exit(2);
         }
