@@ -114,9 +114,10 @@ fn main() {
     }
 }
 
-async fn ingest(port: u16, topic: String, expect: u64, sink_delay_us: u64, max_secs: u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bench-json.toml");
+/// The bench's MQTT device (JSON profile written into `dir`) subscribed to `topic`,
+/// and its stats.
+fn bench_device(dir: &std::path::Path, topic: &str) -> (DeviceSpec, Arc<DeviceStats>) {
+    let path = dir.join("bench-json.toml");
     std::fs::write(&path, PROFILE).expect("write profile");
     let mut diags = Vec::new();
     let profile = load_profile(&path, &mut diags).expect("bench profile loads");
@@ -130,6 +131,12 @@ async fn ingest(port: u16, topic: String, expect: u64, sink_delay_us: u64, max_s
         profile: Arc::new(profile),
         stats: stats.clone(),
     };
+    (device, stats)
+}
+
+async fn ingest(port: u16, topic: String, expect: u64, sink_delay_us: u64, max_secs: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (device, stats) = bench_device(dir.path(), &topic);
     let broker: MqttBrokerConfig = toml::from_str(&format!(
         "host = \"127.0.0.1\"\nport = {port}\nclient_id = \"edgegw-bench-{}\"\n",
         fastrand::u32(..)
@@ -288,20 +295,7 @@ async fn into_outbox(port: u16, topic: String, n: u64, linger_with_acks: bool) {
     use std::sync::atomic::AtomicU64;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bench-json.toml");
-    std::fs::write(&path, PROFILE).expect("write profile");
-    let mut diags = Vec::new();
-    let profile = load_profile(&path, &mut diags).expect("bench profile loads");
-    let config: DeviceConfig = toml::from_str(&format!(
-        "id = \"bench\"\nprofile = \"x\"\n[mqtt]\nbroker = \"b\"\ntopic = \"{topic}\"\n"
-    ))
-    .expect("device config");
-    let stats = Arc::new(DeviceStats::default());
-    let device = DeviceSpec {
-        config,
-        profile: Arc::new(profile),
-        stats: stats.clone(),
-    };
+    let (device, stats) = bench_device(dir.path(), &topic);
     let client_id = format!("edgegw-bench-outbox-{}", fastrand::u32(..));
     let broker: MqttBrokerConfig = toml::from_str(&format!(
         "host = \"127.0.0.1\"\nport = {port}\nclient_id = \"{client_id}\"\n"
