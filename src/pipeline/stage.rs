@@ -61,11 +61,9 @@ pub(crate) fn spawn_processor(
             }
             batches += 1;
             let started = Instant::now();
+            // A source that redelivers: its summaries tell late from redelivered.
+            processor.set_redelivering(batch.ack.is_some());
             let records = processor.process(&batch.readings);
-            if batch.ack.is_some() {
-                // A source that redelivers: its summaries tell late from redelivered.
-                processor.remember_recent(&batch.readings);
-            }
             live.pipeline
                 .record(processor.counters(), started.elapsed());
             for r in &records {

@@ -181,7 +181,9 @@ pub struct Processor {
     /// Summary buckets stored per device (see [`Processor::take_state`]), read once
     /// per device and handed to its channels as they appear; `None` when the device
     /// has no such entry (then a channel's own entry of an older version is read).
-    stored_summaries: HashMap<Arc<str>, Option<HashMap<String, Bucket>>>,
+    stored_summaries: HashMap<Arc<str>, Option<HashMap<String, RestoredBucket>>>,
+    /// See [`Processor::set_redelivering`].
+    redelivering: bool,
     /// Channels whose windower took waveform samples since then.
     touched_windows: HashSet<Arc<str>>,
 }
@@ -221,6 +223,7 @@ impl Processor {
             touched: HashSet::new(),
             device_channels: HashMap::new(),
             stored_summaries: HashMap::new(),
+            redelivering: false,
             touched_windows: HashSet::new(),
         }
     }
@@ -268,29 +271,44 @@ impl Processor {
     }
 
     /// The open buckets of `device`'s channels, serialised (MessagePack of
-    /// `[(sensor_id, bucket)]`).
+    /// `[(sensor_id, bucket, [counted ts])]`; the timestamps are empty for channels
+    /// that do not remember them, and absent in entries of earlier versions).
     fn device_summaries(&self, device: &str) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-        let buckets: Vec<(&str, Bucket)> = self
+        let buckets: Vec<StoredBucket<&str>> = self
             .device_channels
             .get(device)
             .into_iter()
             .flatten()
             .filter_map(|id| {
-                let b = self.channels.get(id)?.summary.flush()?;
-                Some((&**id, b))
+                let summary = &self.channels.get(id)?.summary;
+                Some(StoredBucket {
+                    sensor_id: &**id,
+                    bucket: summary.flush()?,
+                    recent: summary.recent(),
+                })
             })
             .collect();
         rmp_serde::to_vec(&buckets)
     }
 
-    /// The stored open summary bucket of a new channel, if any.
-    fn stored_summary(&mut self, device: &Arc<str>, sensor_id: &str) -> Option<Bucket> {
+    /// The stored open summary bucket of a new channel and the timestamps it had
+    /// counted, if any.
+    fn stored_summary(
+        &mut self,
+        device: &Arc<str>,
+        sensor_id: &str,
+    ) -> Option<RestoredBucket> {
         let interval = self.settings.summary_interval_secs;
         if !self.stored_summaries.contains_key(device) {
             let key = device_summary_key(device, interval);
             let stored = match self.state.get(&key) {
-                Ok(Some(bytes)) => match rmp_serde::from_slice::<Vec<(String, Bucket)>>(&bytes) {
-                    Ok(v) => Some(v.into_iter().collect()),
+                Ok(Some(bytes)) => match rmp_serde::from_slice::<Vec<StoredBucket<String>>>(&bytes)
+                {
+                    Ok(v) => Some(
+                        v.into_iter()
+                            .map(|s| (s.sensor_id, (s.bucket, s.recent)))
+                            .collect(),
+                    ),
                     Err(e) => {
                         self.counters.state_errors += 1;
                         tracing::warn!(key = %key, error = %e, "Cannot read stored summary buckets.");
@@ -312,7 +330,9 @@ impl Processor {
         // No entry for the device: the per-channel entry of an older version.
         let skey = summary_key(sensor_id, interval);
         match self.state.get(&skey) {
-            Ok(Some(bytes)) => serde_json::from_slice::<Bucket>(&bytes).ok(),
+            Ok(Some(bytes)) => serde_json::from_slice::<Bucket>(&bytes)
+                .ok()
+                .map(|b| (b, Vec::new())),
             Ok(None) => None,
             Err(e) => {
                 self.counters.state_errors += 1;
@@ -322,15 +342,12 @@ impl Processor {
         }
     }
 
-    /// The channels of `readings` come from a source that redelivers (MQTT QoS 1):
-    /// their summaries remember what they counted, to count a late reading and skip a
-    /// redelivered one (`summary.rs`).
-    pub fn remember_recent(&mut self, readings: &[Reading]) {
-        for r in readings {
-            if let Some(ch) = self.channels.get_mut(&r.sensor_id) {
-                ch.summary.remember_recent();
-            }
-        }
+    /// Whether the readings passed next come from a source that redelivers (MQTT
+    /// QoS 1): the summaries of their channels then remember what they counted, to
+    /// count a late reading and skip a redelivered one (`summary.rs`), from the
+    /// channel's first reading on.
+    pub fn set_redelivering(&mut self, on: bool) {
+        self.redelivering = on;
     }
 
     /// Sets the validation limits of a channel (from its hardware profile). Channels
@@ -360,6 +377,9 @@ impl Processor {
     /// Like [`Processor::process`], appending to `out`.
     pub fn process_into(&mut self, readings: &[Reading], out: &mut Vec<Record>) {
         for r in readings {
+            if self.redelivering {
+                self.channel(r).summary.remember_recent();
+            }
             if !self.touched.contains(&r.device) {
                 self.touched.insert(r.device.clone());
             }
@@ -464,8 +484,8 @@ impl Processor {
                 unit: r.unit.clone(),
             };
             let mut summary = SummaryAggregator::new(self.settings.summary_interval_secs);
-            if let Some(bucket) = self.stored_summary(&r.device, &r.sensor_id) {
-                summary.restore(bucket);
+            if let Some((bucket, recent)) = self.stored_summary(&r.device, &r.sensor_id) {
+                summary.restore(bucket, recent);
             }
             self.device_channels
                 .entry(r.device.clone())
@@ -559,6 +579,20 @@ fn summary_record(id: &ChannelId, interval_secs: u32, b: &Bucket) -> SummaryReco
 
 fn summary_key(sensor_id: &str, interval_secs: u32) -> String {
     format!("summary/{interval_secs}/{sensor_id}")
+}
+
+/// A stored open bucket and the timestamps it had counted.
+type RestoredBucket = (Bucket, Vec<TimestampUs>);
+
+/// One channel's open bucket in a device's summary state entry. Encoded as a
+/// MessagePack array; entries of earlier versions have no third element and decode
+/// with no timestamps.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredBucket<S> {
+    sensor_id: S,
+    bucket: Bucket,
+    #[serde(default)]
+    recent: Vec<TimestampUs>,
 }
 
 /// State key of a device's open summary buckets (replaces [`summary_key`]).
