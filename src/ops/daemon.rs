@@ -61,12 +61,14 @@ impl Ops {
         let _ = config;
         let listener = if let Some((l, token)) = listener {
             tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-                auth = token.is_some(), "Status listener: /healthz /readyz /metrics");
+                auth = token.is_some(), "Status listener: / (status page) /healthz /readyz /metrics");
             let status = crate::ops::http::Status {
                 live: gateway.live(),
                 metrics: metrics.clone(),
                 outbox: gateway.outbox().clone(),
                 token,
+                event_streams: Default::default(),
+                cancel: tasks.drained().clone(),
             };
             Some(tasks.spawn(crate::ops::http::serve(l, status, tasks.drained().clone())))
         } else {

@@ -1,23 +1,28 @@
-//! The status and metrics listener: `/healthz`, `/readyz` and `/metrics` over plain
-//! HTTP/1.1, hand-rolled on a tokio `TcpListener`.
+//! The status and metrics listener: `/healthz`, `/readyz` and `/metrics`, and the
+//! local status page (`/`, its JSON `/api/status` and its event stream `/events`, see
+//! `page.rs`) over plain HTTP/1.1, hand-rolled on a tokio `TcpListener`.
 //!
-//! Why not hyper/axum: three GET routes, scraped every few seconds by one Prometheus
-//! and a health checker, do not need them; this costs no dependency and ~30 kB of
+//! Why not hyper/axum: a handful of GET routes, scraped every few seconds by one
+//! Prometheus and a health checker and opened now and then by a technician, do not
+//! need them; this costs no dependency and ~30 kB of
 //! binary instead of several hundred. Each connection serves one request and closes
 //! (`Connection: close`); the request head is capped at 8 KiB and 2 s, connections at
 //! 16 at a time, so a misbehaving client cannot hold the gateway's memory; when the
 //! slots are full, the slowest head reader makes room for a new connection, so slow
 //! clients cannot lock out the health checker.
 //!
-//! Owns: parsing the request line and the `Authorization` header, the bearer token
-//! check (constant-time), rendering. It must not block the data path: the outbox
+//! Owns: parsing the request line and the `Authorization` and `Cookie` headers, the
+//! bearer token check (constant-time), the page's login (a form that posts the token
+//! and gets a session cookie derived from it: a browser cannot send a bearer header
+//! when it opens a page), rendering. Event streams are the one kind of connection
+//! that stays open: at most [`page::MAX_EVENT_STREAMS`] at once, ended at shutdown. It must not block the data path: the outbox
 //! stats it shows come through `OutboxHandle` (blocking pool), everything else is an
 //! atomic read.
 
 use super::metrics::{Exposition, Metrics};
-use super::{collect, Live};
+use super::{collect, page, Live};
 use crate::outbox::OutboxHandle;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +30,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// The login form's body (`token=...`).
+const MAX_BODY_BYTES: usize = 1024;
+/// Name of the page's session cookie.
+const SESSION_COOKIE: &str = "edgegw_session";
 const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_CONNECTIONS: usize = 16;
 /// `/healthz` fails when the pipeline has not passed a liveness probe for this long
@@ -55,6 +64,10 @@ pub struct Status {
     pub outbox: OutboxHandle,
     /// Bearer token required on every route when set.
     pub token: Option<Arc<str>>,
+    /// Event streams open now.
+    pub event_streams: Arc<AtomicUsize>,
+    /// Ends open event streams (shutdown).
+    pub cancel: CancellationToken,
 }
 
 /// Binds the listener (so a bad address fails the start, not a background task).
@@ -168,7 +181,7 @@ struct Response {
     code: u16,
     content_type: &'static str,
     body: String,
-    extra: &'static str,
+    extra: String,
 }
 
 impl Response {
@@ -177,9 +190,26 @@ impl Response {
             code,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
-            extra: "",
+            extra: String::new(),
         }
     }
+
+    fn html(code: u16, body: impl Into<String>) -> Response {
+        Response {
+            content_type: "text/html; charset=utf-8",
+            ..Response::text(code, body)
+        }
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug, Default, PartialEq)]
+struct Head {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    cookie: Option<String>,
+    content_length: usize,
 }
 
 async fn handle(
@@ -192,31 +222,64 @@ async fn handle(
         _ = head_cancel.cancelled() => return Ok(()),
         h = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)) => h,
     };
-    head_done();
-    let head = match head {
+    let (raw, mut body) = match head {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => {
+            head_done();
             return write(
                 &mut stream,
                 Response::text(431, "request head too large\n"),
                 false,
             )
-            .await
+            .await;
         }
         Ok(Err(e)) => return Err(e),
         Err(_) => return Ok(()),
     };
-    let (method, path, auth) = parse_head(&head);
-    let head_only = method == "HEAD";
-    let resp = if method != "GET" && method != "HEAD" {
-        Response::text(405, "only GET and HEAD\n")
-    } else if !authorized(status.token.as_deref(), auth.as_deref()) {
-        Response {
-            extra: "WWW-Authenticate: Bearer realm=\"edgegw\"\r\n",
-            ..Response::text(401, "bearer token required\n")
+    let head = parse_head(&raw);
+    let path = head.path.split('?').next().unwrap_or("").to_string();
+    // The login form's body, small and quick, under a deadline like the head's (a
+    // body that does not come is an empty one: the sign-in fails).
+    let login_post = head.method == "POST" && path == "/login";
+    if login_post && head.content_length > body.len() {
+        if head.content_length > MAX_BODY_BYTES {
+            head_done();
+            return write(&mut stream, Response::text(413, "body too large\n"), false).await;
         }
+        let more = tokio::select! {
+            _ = head_cancel.cancelled() => return Ok(()),
+            m = tokio::time::timeout(HEAD_TIMEOUT, read_body(&mut stream, head.content_length - body.len())) => m,
+        };
+        match more {
+            Ok(Ok(b)) => body.extend_from_slice(&b),
+            _ => body.clear(),
+        }
+    }
+    head_done();
+    let path = path.as_str();
+    let head_only = head.method == "HEAD";
+    let signed_in = authorized(status.token.as_deref(), head.authorization.as_deref())
+        || session_ok(status.token.as_deref(), head.cookie.as_deref());
+    let resp = if login_post {
+        login(status.token.as_deref(), &body)
+    } else if head.method != "GET" && head.method != "HEAD" {
+        Response::text(405, "only GET and HEAD (and POST /login)\n")
+    } else if !signed_in {
+        if path == "/" {
+            Response {
+                extra: "WWW-Authenticate: Bearer realm=\"edgegw\"\r\n".into(),
+                ..Response::html(401, LOGIN_PAGE)
+            }
+        } else {
+            Response {
+                extra: "WWW-Authenticate: Bearer realm=\"edgegw\"\r\n".into(),
+                ..Response::text(401, "bearer token required\n")
+            }
+        }
+    } else if path == "/events" {
+        return events(stream, status).await;
     } else {
-        route(path.split('?').next().unwrap_or(""), status).await
+        route(path, status).await
     };
     // A client that never reads its answer does not hold the slot either.
     match tokio::time::timeout(HEAD_TIMEOUT * 2, write(&mut stream, resp, head_only)).await {
@@ -225,18 +288,25 @@ async fn handle(
     }
 }
 
-/// Reads up to the blank line; `None` when the head exceeds the cap.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+/// Reads up to the blank line: the head, and what came after it (the start of a
+/// body); `None` when the head exceeds the cap.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(Some(buf));
+            return Ok(Some((buf, Vec::new())));
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            return Ok(Some(buf));
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4)
+            .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2));
+        if let Some(end) = end {
+            let rest = buf.split_off(end);
+            return Ok(Some((buf, rest)));
         }
         if buf.len() > MAX_HEAD_BYTES {
             return Ok(None);
@@ -244,19 +314,35 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Method, path and the `Authorization` header value.
-fn parse_head(head: &[u8]) -> (String, String, Option<String>) {
+async fn read_body(stream: &mut TcpStream, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut b = vec![0u8; len];
+    stream.read_exact(&mut b).await?;
+    Ok(b)
+}
+
+fn parse_head(head: &[u8]) -> Head {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.lines();
     let mut first = lines.next().unwrap_or("").split_whitespace();
-    let method = first.next().unwrap_or("").to_string();
-    let path = first.next().unwrap_or("").to_string();
-    let auth = lines
+    let mut h = Head {
+        method: first.next().unwrap_or("").to_string(),
+        path: first.next().unwrap_or("").to_string(),
+        ..Head::default()
+    };
+    for (k, v) in lines
         .take_while(|l| !l.is_empty())
         .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.trim().to_string());
-    (method, path, auth)
+    {
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("authorization") {
+            h.authorization = Some(v.to_string());
+        } else if k.eq_ignore_ascii_case("cookie") {
+            h.cookie = Some(v.to_string());
+        } else if k.eq_ignore_ascii_case("content-length") {
+            h.content_length = v.parse().unwrap_or(0);
+        }
+    }
+    h
 }
 
 fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
@@ -269,13 +355,146 @@ fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
     }) else {
         return false;
     };
-    // Constant time in the token's contents (the length is not secret).
-    given.len() == token.len()
+    same(given, token)
+}
+
+/// Constant time in the contents (the length is not secret).
+fn same(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
         && given
             .bytes()
-            .zip(token.bytes())
+            .zip(expected.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// The session cookie's value for `token`: derived from it (SHA-256 with a fixed
+/// label), so the browser never stores the token itself, and a new token ends every
+/// session.
+fn session_value(token: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("edgegw status page session\n{token}").as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn session_ok(token: Option<&str>, cookie: Option<&str>) -> bool {
+    let (Some(token), Some(cookie)) = (token, cookie) else {
+        return false;
+    };
+    let expected = session_value(token);
+    cookie
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(k, v)| k == SESSION_COOKIE && same(v, &expected))
+}
+
+/// `POST /login` with `token=...` (form encoded): a session cookie and back to the
+/// page, or the form again.
+fn login(token: Option<&str>, body: &[u8]) -> Response {
+    let given = String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| form_decode(v))
+        .unwrap_or_default();
+    match token {
+        Some(t) if same(&given, t) => Response {
+            code: 303,
+            extra: format!(
+                "Location: /\r\nSet-Cookie: {SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/\r\n",
+                session_value(t)
+            ),
+            ..Response::text(303, "signed in\n")
+        },
+        // No token configured: nothing to sign in to.
+        None => Response {
+            code: 303,
+            extra: "Location: /\r\n".into(),
+            ..Response::text(303, "no token needed\n")
+        },
+        Some(_) => Response {
+            extra: "WWW-Authenticate: Bearer realm=\"edgegw\"\r\n".into(),
+            ..Response::html(401, LOGIN_PAGE.replace("<!--msg-->", "<p>Wrong token.</p>"))
+        },
+    }
+}
+
+/// `application/x-www-form-urlencoded` value: `+` is a space, `%XX` a byte.
+fn form_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(x) => {
+                        out.push(x);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const LOGIN_PAGE: &str = "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content='width=device-width, initial-scale=1'><title>edgegw: sign in</title></head><body style='font:15px system-ui,sans-serif;margin:3em auto;max-width:26em'><h1>edgegw</h1><p>This gateway's status page needs its token (<code>http.token</code> in the gateway's configuration).</p><!--msg--><form method=post action=/login><input type=password name=token autofocus style='width:100%;padding:.4em'><p><button type=submit>Sign in</button></p></form></body></html>";
+
+/// Server-sent events: the page's snapshot now and every [`page::EVENT_INTERVAL`],
+/// until the client goes away or the gateway stops.
+async fn events(mut stream: TcpStream, s: &Status) -> std::io::Result<()> {
+    if s.event_streams.fetch_add(1, Relaxed) >= page::MAX_EVENT_STREAMS {
+        s.event_streams.fetch_sub(1, Relaxed);
+        let r = Response::text(503, "too many open status pages; close one\n");
+        return write(&mut stream, r, false).await;
+    }
+    struct Open<'a>(&'a AtomicUsize);
+    impl Drop for Open<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Relaxed);
+        }
+    }
+    let _open = Open(&s.event_streams);
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\nretry: 3000\n\n")
+        .await?;
+    let mut tick = tokio::time::interval(page::EVENT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe = [0u8; 64];
+    loop {
+        tokio::select! {
+            _ = s.cancel.cancelled() => break,
+            _ = tick.tick() => {}
+            // The client closed (or sent something it should not): done.
+            r = stream.read(&mut probe) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+        }
+        let json = snapshot_json(s).await;
+        let msg = format!("data: {json}\n\n");
+        match tokio::time::timeout(HEAD_TIMEOUT * 2, stream.write_all(msg.as_bytes())).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+async fn snapshot_json(s: &Status) -> String {
+    s.live.board.watch();
+    let stats = match tokio::time::timeout(OUTBOX_TIMEOUT, s.outbox.stats()).await {
+        Ok(Ok(stats)) => Some(stats),
+        _ => None,
+    };
+    page::snapshot(&s.live, stats.as_ref(), crate::record::now_us()).to_string()
 }
 
 async fn route(path: &str, s: &Status) -> Response {
@@ -318,8 +537,18 @@ async fn route(path: &str, s: &Status) -> Response {
                 ..Response::text(200, e.finish())
             }
         }
-        "/" => Response::text(200, "edgegw: /healthz /readyz /metrics\n"),
-        _ => Response::text(404, "not found; try /healthz, /readyz or /metrics\n"),
+        "/" => {
+            s.live.board.watch();
+            Response::html(200, page::PAGE_HTML)
+        }
+        "/api/status" => Response {
+            content_type: "application/json",
+            ..Response::text(200, snapshot_json(s).await)
+        },
+        _ => Response::text(
+            404,
+            "not found; try / (the status page), /api/status, /healthz, /readyz or /metrics\n",
+        ),
     }
 }
 
@@ -363,9 +592,11 @@ async fn readyz(s: &Status) -> Response {
 async fn write(stream: &mut TcpStream, r: Response, head_only: bool) -> std::io::Result<()> {
     let reason = match r.code {
         200 => "OK",
+        303 => "See Other",
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -428,6 +659,8 @@ mod tests {
             metrics: Metrics::new(),
             outbox: OutboxHandle::new(o),
             token: None,
+            event_streams: Arc::default(),
+            cancel: CancellationToken::new(),
         };
         // The pipeline waits for room: no probe for more than a minute.
         live.progress
@@ -442,11 +675,42 @@ mod tests {
 
     #[test]
     fn heads_are_parsed() {
-        let (m, p, a) =
-            parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\nauthorization: Bearer t\r\n\r\n");
-        assert_eq!(
-            (m.as_str(), p.as_str(), a.as_deref()),
-            ("GET", "/metrics?x=1", Some("Bearer t"))
+        let h = parse_head(
+            b"GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\nauthorization: Bearer t\r\nCookie: a=b; edgegw_session=x\r\nContent-Length: 12\r\n\r\n",
         );
+        assert_eq!(
+            h,
+            Head {
+                method: "GET".into(),
+                path: "/metrics?x=1".into(),
+                authorization: Some("Bearer t".into()),
+                cookie: Some("a=b; edgegw_session=x".into()),
+                content_length: 12,
+            }
+        );
+    }
+
+    #[test]
+    fn the_page_signs_in_with_a_cookie_derived_from_the_token() {
+        let r = login(Some("s3 cret"), b"token=s3+cret");
+        assert_eq!(r.code, 303);
+        let value = session_value("s3 cret");
+        assert!(
+            r.extra
+                .contains(&format!("edgegw_session={value}; HttpOnly")),
+            "{}",
+            r.extra
+        );
+        assert!(!r.extra.contains("s3 cret") && !value.contains("s3"));
+        let cookie = format!("theme=dark; edgegw_session={value}");
+        assert!(session_ok(Some("s3 cret"), Some(&cookie)));
+        // Another token ends the session; a forged or missing cookie does not pass.
+        assert!(!session_ok(Some("other"), Some(&cookie)));
+        assert!(!session_ok(Some("s3 cret"), Some("edgegw_session=00")));
+        assert!(!session_ok(Some("s3 cret"), None));
+        let wrong = login(Some("s3 cret"), b"token=guess");
+        assert_eq!(wrong.code, 401);
+        assert!(wrong.body.contains("Wrong token"));
+        assert_eq!(form_decode("a%2Fb+c%zz"), "a/b c%zz");
     }
 }

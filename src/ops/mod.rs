@@ -5,6 +5,8 @@
 //!   live counters of sources, pipeline, models and outbox into metric families.
 //! - `daemon`: the ops side of the running gateway (reload handling, watchdog ticks,
 //!   reload and watchdog metrics, the status listener's binding), driven by `app::run`.
+//! - [`board`] and [`page`]: the local status page (live values, alert episodes,
+//!   commissioning, outbox, models, device errors) with its JSON and event stream.
 //! - [`notify`]: `sd_notify` (READY, RELOADING, STOPPING, WATCHDOG, STATUS).
 //! - [`reload`]: which source tasks a new config restarts.
 //! - [`watchdog`]: liveness probes and when to ping the systemd watchdog.
@@ -14,11 +16,14 @@
 //! batch and never writes to the outbox.
 
 pub mod baseline;
+pub mod board;
 pub mod collect;
 pub(crate) mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod page;
+pub mod plot;
 pub mod reload;
 pub mod watchdog;
 
@@ -50,6 +55,8 @@ pub struct Live {
     /// MQTT payload errors per topic, by broker name (kept across reloads, like the
     /// device counters).
     pub mqtt_topic_errors: RwLock<BTreeMap<String, Arc<crate::sources::mqtt::TopicErrors>>>,
+    /// Live values and alert episodes for the status page.
+    pub board: board::Board,
 }
 
 impl Live {
@@ -64,6 +71,7 @@ impl Live {
             mqtt_topic_errors: RwLock::new(BTreeMap::new()),
             upstreams: RwLock::new(BTreeMap::new()),
             model_sync: RwLock::new(None),
+            board: board::Board::new(),
         }
     }
 

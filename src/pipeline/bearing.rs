@@ -448,6 +448,9 @@ pub struct Diagnosis {
     pub ratios: FamilyLevels,
     /// One sentence for the alert, with the defect frequencies in Hz.
     pub text: String,
+    /// Each family's defect frequency at this shaft speed, Hz (ball: 2×BSF), for the
+    /// status page's envelope-spectrum plot.
+    pub defect_hz: FamilyLevels,
 }
 
 /// Names the likely defective component from the family levels `now`, compared to the
@@ -514,6 +517,12 @@ pub fn diagnose(
         component: stands_out.then_some(top),
         ratios,
         text,
+        defect_hz: FamilyLevels {
+            ftf: m.ftf * shaft_hz,
+            ball: m.ball_defect() * shaft_hz,
+            bpfo: m.bpfo * shaft_hz,
+            bpfi: m.bpfi * shaft_hz,
+        },
     }
 }
 

@@ -182,12 +182,17 @@ pub struct DeviceStats {
     pub latency_sum_us: std::sync::atomic::AtomicU64,
     /// Whether the transport is currently connected/open.
     pub connected: std::sync::atomic::AtomicBool,
+    /// The kind and time (µs since the epoch) of the last error (status page).
+    pub last_error: std::sync::Mutex<Option<(TimestampUs, &'static str)>>,
 }
 
 impl DeviceStats {
     pub fn error(&self, kind: &'static str) {
         if let Ok(mut m) = self.errors.lock() {
             *m.entry(kind).or_insert(0) += 1;
+        }
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = Some((crate::record::now_us(), kind));
         }
     }
 

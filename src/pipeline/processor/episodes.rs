@@ -285,6 +285,7 @@ impl Processor {
                 "likely_component": d.component.map(|c| c.as_str()),
                 "newly_identified": identified,
                 "ratios": d.ratios,
+                "defect_hz": d.defect_hz,
                 "text": d.text,
             });
             if let Some(c) = d.component {

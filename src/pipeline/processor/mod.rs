@@ -293,11 +293,7 @@ impl Processor {
 
     /// The stored open summary bucket of a new channel and the timestamps it had
     /// counted, if any.
-    fn stored_summary(
-        &mut self,
-        device: &Arc<str>,
-        sensor_id: &str,
-    ) -> Option<RestoredBucket> {
+    fn stored_summary(&mut self, device: &Arc<str>, sensor_id: &str) -> Option<RestoredBucket> {
         let interval = self.settings.summary_interval_secs;
         if !self.stored_summaries.contains_key(device) {
             let key = device_summary_key(device, interval);
