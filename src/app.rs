@@ -130,6 +130,7 @@ impl Gateway {
             Box::new(OutboxState(outbox.clone())),
         );
         let live = Arc::new(Live::new(registry.clone()));
+        live.board.attach(outbox.clone());
         if let (Some(m), Ok(mut slot)) = (&models, live.model_sync.write()) {
             *slot = Some(m.shared_counters());
         }

@@ -300,7 +300,7 @@ fn check_answer(head: &[u8], resp: &[u8]) -> Result<(), TestCaseError> {
     prop_assert!(
         [200, 401, 404, 405, 431, 503].contains(&code)
             // The status page's sign-in: a form post, too large or with the token.
-            || (code == 413 && method_of(head) == "POST")
+            || ([400, 403, 413].contains(&code) && method_of(head) == "POST")
             || (code == 303 && String::from_utf8_lossy(head).contains(TOKEN)),
         "status {}: {}",
         code,

@@ -349,6 +349,19 @@ fn a_technician_sees_live_values_and_the_fault_alert_with_the_uplink_cut() {
     );
     assert!(dom.contains(&model), "model bundles: {model}");
 
+    // Without a token the page is read-only: no acknowledging, no baseline reset.
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let episode = fan_alert["latest"]["episode_us"].as_i64().unwrap();
+    let (code, _, body) = request(
+        http_port,
+        "POST",
+        "/api/ack",
+        form,
+        &format!("sensor=fan.accel&type={}&episode={episode}", &alert[1]),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("http.token"), "{body}");
+
     // A screenshot for people (and docs/).
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
@@ -435,4 +448,33 @@ fn beyond_loopback_the_page_needs_the_token() {
     assert_eq!(s["devices"][0]["id"], "pump");
     // The bearer token works too (scripts, `curl`).
     assert!(status(http_port, "Authorization: Bearer open sesame\r\n").is_some());
+
+    // Signed in, a technician can start a new baseline (as `edgegw baseline reset`);
+    // acknowledging needs an open episode; neither works without signing in.
+    let form_cookie = format!("Content-Type: {form}\r\n{with_cookie}");
+    let (code, _, body) = request(
+        http_port,
+        "POST",
+        "/api/baseline-reset",
+        &form_cookie,
+        "selector=pump",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("applies the reset"), "{body}");
+    let (code, _, _) = request(
+        http_port,
+        "POST",
+        "/api/baseline-reset",
+        &format!("Content-Type: {form}\r\n"),
+        "selector=pump",
+    );
+    assert_eq!(code, 401);
+    let (code, _, _) = request(
+        http_port,
+        "POST",
+        "/api/ack",
+        &form_cookie,
+        "sensor=pump.accel&type=vibration_anomaly&episode=1",
+    );
+    assert_eq!(code, 404);
 }

@@ -115,9 +115,14 @@ pub fn status_text(path: &Path, now_us: i64) -> Result<String, OutboxError> {
 /// the text to print.
 pub fn reset(path: &Path, selector: &str) -> Result<String, OutboxError> {
     let mut o = Outbox::open_existing(path)?;
+    reset_in(&mut o, selector)
+}
+
+/// [`reset`] on an open outbox (the status page's reset, inside the daemon).
+pub fn reset_in(o: &mut Outbox, selector: &str) -> Result<String, OutboxError> {
     let mut out = String::new();
     let mut n = 0;
-    for (sensor, kind, _) in stored(&o)? {
+    for (sensor, kind, _) in stored(o)? {
         let device = sensor.rsplit_once('.').map_or(sensor.as_str(), |(d, _)| d);
         if selects(selector, device, &sensor) {
             o.put_state(&format!("{PREFIX}{kind}/{sensor}"), b"null")?;

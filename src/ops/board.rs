@@ -3,6 +3,9 @@
 //! episodes, open and recently closed, with their severity history.
 //!
 //! The processor thread feeds it (`pipeline/stage.rs`) from the records of each batch.
+//! The alert episodes (with their plots and acknowledgements) are kept in the outbox's
+//! state table ([`ALERTS_KEY`]) whenever they change, so the page shows them again
+//! after a restart.
 //! Alerts are always kept (they are rare, and a technician opening the page must see
 //! the ones already open). Live values and sparklines cost a lookup per reading, so
 //! they are kept only while somebody watches: a request for the page, its data or its
@@ -28,6 +31,8 @@ pub const SPARK_STEP_US: TimestampUs = 5_000_000;
 const CLOSED_KEPT: usize = 20;
 /// Severity changes kept per episode.
 const HISTORY_KEPT: usize = 50;
+/// State-table key of the persisted episodes.
+pub const ALERTS_KEY: &str = "page/alerts";
 
 /// The live state of one channel.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,14 +53,25 @@ pub struct LiveChannel {
 }
 
 /// One alert episode as the page shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AlertView {
     pub latest: AlertRecord,
     /// `(time, severity, state)` of each record of the episode, oldest first.
-    pub history: Vec<(TimestampUs, u8, &'static str)>,
+    pub history: Vec<(TimestampUs, u8, String)>,
+    /// When a technician acknowledged the episode on the page (gateway clock).
+    #[serde(default)]
+    pub acknowledged_us: Option<TimestampUs>,
     /// The window that opened the episode, or raised its severity last (waveform
     /// channels; see `plot.rs`).
+    #[serde(default)]
     pub plot: Option<Box<Plot>>,
+}
+
+/// What [`ALERTS_KEY`] holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Persisted {
+    open: Vec<AlertView>,
+    closed: Vec<AlertView>,
 }
 
 type EpisodeKey = (String, String, TimestampUs);
@@ -75,6 +91,8 @@ pub struct Board {
     /// Live values are held (cleared once nobody watches).
     holding: AtomicBool,
     inner: Mutex<Inner>,
+    /// Where the episodes are kept (the running gateway's outbox).
+    store: std::sync::OnceLock<crate::outbox::OutboxHandle>,
 }
 
 impl Default for Board {
@@ -90,7 +108,88 @@ impl Board {
             watched_until_ms: AtomicU64::new(0),
             holding: AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
+            store: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps the episodes in `outbox` from now on, and takes back those kept there by
+    /// the previous run.
+    pub fn attach(&self, outbox: crate::outbox::OutboxHandle) {
+        let kept = outbox.blocking(|o| o.get_state(ALERTS_KEY));
+        match kept {
+            Ok(Some(bytes)) => match serde_json::from_slice::<Persisted>(&bytes) {
+                Ok(p) => {
+                    if let Ok(mut inner) = self.inner.lock() {
+                        for v in p.open {
+                            let key = (
+                                v.latest.sensor_id.clone(),
+                                v.latest.anomaly_type.clone(),
+                                v.latest.episode_us,
+                            );
+                            inner.open.insert(key, v);
+                        }
+                        inner.closed = p.closed.into();
+                    }
+                }
+                Err(e) => tracing::warn!(key = ALERTS_KEY, error = %e,
+                    "Cannot read the status page's alert episodes; the page starts without them."),
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(key = ALERTS_KEY, error = %e, "Cannot load the status page's alert episodes.")
+            }
+        }
+        let _ = self.store.set(outbox);
+    }
+
+    /// The episodes, serialised for [`ALERTS_KEY`].
+    fn persisted(&self) -> Option<Vec<u8>> {
+        let inner = self.inner.lock().ok()?;
+        serde_json::to_vec(&Persisted {
+            open: inner.open.values().cloned().collect(),
+            closed: inner.closed.iter().cloned().collect(),
+        })
+        .ok()
+    }
+
+    /// Writes the episodes to the outbox (blocking: the processor thread, rarely).
+    fn persist_blocking(&self) {
+        if let (Some(store), Some(bytes)) = (self.store.get(), self.persisted()) {
+            if let Err(e) = store.blocking(|o| o.put_state(ALERTS_KEY, &bytes)) {
+                tracing::warn!(error = %e, "Cannot keep the status page's alert episodes.");
+            }
+        }
+    }
+
+    /// Marks an open episode acknowledged and keeps it; false when there is no such
+    /// open episode.
+    pub async fn acknowledge(
+        &self,
+        sensor_id: &str,
+        anomaly_type: &str,
+        episode_us: TimestampUs,
+    ) -> bool {
+        let found = match self.inner.lock() {
+            Ok(mut inner) => {
+                let key = (sensor_id.to_string(), anomaly_type.to_string(), episode_us);
+                match inner.open.get_mut(&key) {
+                    Some(v) => {
+                        v.acknowledged_us.get_or_insert(crate::record::now_us());
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Err(_) => false,
+        };
+        if found {
+            if let (Some(store), Some(bytes)) = (self.store.get(), self.persisted()) {
+                if let Err(e) = store.with(move |o| o.put_state(ALERTS_KEY, &bytes)).await {
+                    tracing::warn!(error = %e, "Cannot keep the status page's alert episodes.");
+                }
+            }
+        }
+        found
     }
 
     fn now_ms(&self) -> u64 {
@@ -119,6 +218,14 @@ impl Board {
         {
             return;
         }
+        let any_alert = records.iter().any(|r| matches!(r, Record::Alert(_)));
+        self.observe_locked(readings, records, watched);
+        if any_alert {
+            self.persist_blocking();
+        }
+    }
+
+    fn observe_locked(&self, readings: &[Reading], records: &[Record], watched: bool) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
@@ -259,6 +366,7 @@ impl Inner {
         let view = self.open.entry(key.clone()).or_insert_with(|| AlertView {
             latest: a.clone(),
             history: Vec::new(),
+            acknowledged_us: None,
             plot: None,
         });
         // The plot of the window that opened the episode or raised its severity.
@@ -270,7 +378,7 @@ impl Inner {
         }
         view.latest = a.clone();
         if view.history.len() < HISTORY_KEPT {
-            view.history.push((a.ts_us, a.severity, state));
+            view.history.push((a.ts_us, a.severity, state.to_string()));
         }
         if a.state == AlertState::Resolved {
             if let Some(done) = self.open.remove(&key) {
@@ -374,11 +482,39 @@ mod tests {
         b.observe(&[], &[alert(AlertState::Update, 4, 20)]);
         let open = b.open_episode("press.t", "drift").expect("open");
         assert_eq!(open.latest.severity, 4);
-        assert_eq!(open.history, vec![(10, 2, "open"), (20, 4, "update")]);
+        assert_eq!(
+            open.history,
+            vec![(10, 2, "open".to_string()), (20, 4, "update".to_string())]
+        );
         b.observe(&[], &[alert(AlertState::Resolved, 4, 30)]);
         let (_, open, closed) = b.snapshot();
         assert!(open.is_empty());
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].history.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn episodes_and_acknowledgements_survive_a_restart() {
+        use crate::outbox::{Outbox, OutboxHandle, OutboxSettings};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let open = |p: &std::path::Path| {
+            OutboxHandle::new(Outbox::open(p, &OutboxSettings::default(), "gw", &["a"]).unwrap())
+        };
+        let b = Board::new();
+        b.attach(open(&path));
+        b.observe(&[], &[alert(AlertState::Open, 3, 10)]);
+        assert!(b.acknowledge("press.t", "drift", 1_000).await);
+        assert!(
+            !b.acknowledge("press.t", "drift", 999).await,
+            "no such episode"
+        );
+        drop(b);
+
+        let again = Board::new();
+        again.attach(open(&path));
+        let v = again.open_episode("press.t", "drift").expect("kept");
+        assert_eq!(v.latest.severity, 3);
+        assert!(v.acknowledged_us.is_some());
     }
 }

@@ -241,7 +241,9 @@ async fn handle(
     // The login form's body, small and quick, under a deadline like the head's (a
     // body that does not come is an empty one: the sign-in fails).
     let login_post = head.method == "POST" && path == "/login";
-    if login_post && head.content_length > body.len() {
+    let action_post =
+        head.method == "POST" && (path == "/api/ack" || path == "/api/baseline-reset");
+    if (login_post || action_post) && head.content_length > body.len() {
         if head.content_length > MAX_BODY_BYTES {
             head_done();
             return write(&mut stream, Response::text(413, "body too large\n"), false).await;
@@ -262,6 +264,8 @@ async fn handle(
         || session_ok(status.token.as_deref(), head.cookie.as_deref());
     let resp = if login_post {
         login(status.token.as_deref(), &body)
+    } else if action_post {
+        action(path, status, signed_in, &body).await
     } else if head.method != "GET" && head.method != "HEAD" {
         Response::text(405, "only GET and HEAD (and POST /login)\n")
     } else if !signed_in {
@@ -416,6 +420,66 @@ fn login(token: Option<&str>, body: &[u8]) -> Response {
             extra: "WWW-Authenticate: Bearer realm=\"edgegw\"\r\n".into(),
             ..Response::html(401, LOGIN_PAGE.replace("<!--msg-->", "<p>Wrong token.</p>"))
         },
+    }
+}
+
+/// The field `name` of a form-encoded body.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| form_decode(v))
+}
+
+/// The page's two write actions: acknowledging an open alert episode
+/// (`sensor`, `type`, `episode`) and starting a new baseline for a device or a
+/// channel (`selector`, as `edgegw baseline reset`). Both need the token: a gateway
+/// without `http.token` serves a read-only page.
+async fn action(path: &str, s: &Status, signed_in: bool, body: &[u8]) -> Response {
+    if s.token.is_none() {
+        return Response::text(
+            403,
+            "read-only: set http.token to acknowledge alerts and reset baselines from the page\n",
+        );
+    }
+    if !signed_in {
+        return Response {
+            extra: "WWW-Authenticate: Bearer realm=\"edgegw\"\r\n".into(),
+            ..Response::text(401, "bearer token or sign-in required\n")
+        };
+    }
+    if path == "/api/ack" {
+        let (Some(sensor), Some(kind), Some(episode)) = (
+            form_field(body, "sensor"),
+            form_field(body, "type"),
+            form_field(body, "episode").and_then(|e| e.parse::<i64>().ok()),
+        ) else {
+            return Response::text(400, "need sensor, type and episode (form fields)\n");
+        };
+        if s.live.board.acknowledge(&sensor, &kind, episode).await {
+            tracing::info!(sensor = %sensor, anomaly_type = %kind, episode_us = episode,
+                "Alert acknowledged on the status page.");
+            Response::text(200, "acknowledged\n")
+        } else {
+            Response::text(404, "no such open alert episode\n")
+        }
+    } else {
+        let Some(selector) = form_field(body, "selector").filter(|v| !v.trim().is_empty()) else {
+            return Response::text(400, "need selector (DEVICE or DEVICE.CHANNEL)\n");
+        };
+        let sel = selector.clone();
+        match s
+            .outbox
+            .with(move |o| super::baseline::reset_in(o, &sel))
+            .await
+        {
+            Ok(text) => {
+                tracing::info!(selector = %selector, "Baseline reset requested on the status page.");
+                Response::text(200, text)
+            }
+            Err(e) => Response::text(503, format!("cannot request the reset: {e}\n")),
+        }
     }
 }
 
@@ -593,7 +657,9 @@ async fn write(stream: &mut TcpStream, r: Response, head_only: bool) -> std::io:
     let reason = match r.code {
         200 => "OK",
         303 => "See Other",
+        400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Content Too Large",

@@ -15,7 +15,7 @@ use realfft::RealFftPlanner;
 /// Points per curve sent to the page (the page is ~1,000 px wide at most).
 pub const POINTS: usize = 400;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plot {
     /// Reading time of the window's last sample.
     pub ts_us: TimestampUs,
