@@ -210,7 +210,12 @@ impl Board {
     /// Takes what the page shows from one batch's records: alerts always (with the
     /// plot of the window behind them, from the batch's `readings`), live values
     /// while watched.
-    pub fn observe(&self, readings: &[Reading], records: &[Record]) {
+    pub fn observe(
+        &self,
+        readings: &[Reading],
+        records: &[Record],
+        trend: impl Fn(&str) -> Option<plot::ScalarTrend>,
+    ) {
         let watched = self.is_watched();
         if !watched
             && !self.holding.load(Relaxed)
@@ -219,13 +224,19 @@ impl Board {
             return;
         }
         let any_alert = records.iter().any(|r| matches!(r, Record::Alert(_)));
-        self.observe_locked(readings, records, watched);
+        self.observe_locked(readings, records, watched, &trend);
         if any_alert {
             self.persist_blocking();
         }
     }
 
-    fn observe_locked(&self, readings: &[Reading], records: &[Record], watched: bool) {
+    fn observe_locked(
+        &self,
+        readings: &[Reading],
+        records: &[Record],
+        watched: bool,
+        trend: &dyn Fn(&str) -> Option<plot::ScalarTrend>,
+    ) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
@@ -236,7 +247,17 @@ impl Board {
         self.holding.store(watched, Relaxed);
         for r in records {
             match r {
-                Record::Alert(a) => inner.alert(a, || window_plot(a, readings, records)),
+                Record::Alert(a) => inner.alert(a, || {
+                    window_plot(a, readings, records).or_else(|| {
+                        let unit = records.iter().find_map(|r| match r {
+                            Record::Reading(x) if x.sensor_id == a.sensor_id => {
+                                Some(x.unit.as_str())
+                            }
+                            _ => None,
+                        })?;
+                        plot::capture_trend(a, unit, trend(&a.sensor_id)?)
+                    })
+                }),
                 Record::Reading(x) if watched => inner.live(LiveUpdate {
                     sensor_id: &x.sensor_id,
                     device: &x.device,
@@ -454,14 +475,18 @@ mod tests {
     #[test]
     fn live_values_are_kept_only_while_watched() {
         let b = Board::new();
-        b.observe(&[], &[reading(1_000_000, 20.0)]);
+        b.observe(&[], &[reading(1_000_000, 20.0)], |_| None);
         assert!(b.snapshot().0.is_empty(), "nobody watches: nothing kept");
         b.watch();
         for i in 0..200 {
-            b.observe(&[], &[reading(1_000_000 + i * 1_000_000, 20.0 + i as f64)]);
+            b.observe(
+                &[],
+                &[reading(1_000_000 + i * 1_000_000, 20.0 + i as f64)],
+                |_| None,
+            );
         }
         // A late reading does not replace the live value.
-        b.observe(&[], &[reading(5_000_000, -1.0)]);
+        b.observe(&[], &[reading(5_000_000, -1.0)], |_| None);
         let (channels, _, _) = b.snapshot();
         assert_eq!(channels.len(), 1);
         let c = &channels[0];
@@ -478,15 +503,15 @@ mod tests {
     #[test]
     fn episodes_keep_their_history_and_move_to_closed() {
         let b = Board::new();
-        b.observe(&[], &[alert(AlertState::Open, 2, 10)]);
-        b.observe(&[], &[alert(AlertState::Update, 4, 20)]);
+        b.observe(&[], &[alert(AlertState::Open, 2, 10)], |_| None);
+        b.observe(&[], &[alert(AlertState::Update, 4, 20)], |_| None);
         let open = b.open_episode("press.t", "drift").expect("open");
         assert_eq!(open.latest.severity, 4);
         assert_eq!(
             open.history,
             vec![(10, 2, "open".to_string()), (20, 4, "update".to_string())]
         );
-        b.observe(&[], &[alert(AlertState::Resolved, 4, 30)]);
+        b.observe(&[], &[alert(AlertState::Resolved, 4, 30)], |_| None);
         let (_, open, closed) = b.snapshot();
         assert!(open.is_empty());
         assert_eq!(closed.len(), 1);
@@ -503,7 +528,7 @@ mod tests {
         };
         let b = Board::new();
         b.attach(open(&path));
-        b.observe(&[], &[alert(AlertState::Open, 3, 10)]);
+        b.observe(&[], &[alert(AlertState::Open, 3, 10)], |_| None);
         assert!(b.acknowledge("press.t", "drift", 1_000).await);
         assert!(
             !b.acknowledge("press.t", "drift", 999).await,

@@ -161,6 +161,7 @@ mod tests {
                     detection: None,
                 },
             )],
+            |_| None,
         );
         let s = snapshot(&live, None, 10);
         assert_eq!(s["channels"][0]["value"], 41.5);

@@ -33,6 +33,52 @@ pub struct Plot {
     pub envelope_df: f64,
     /// Defect frequencies to mark, `(label, Hz)`: `BPFO`, `BPFI`, `2xBSF`, `FTF`.
     pub marks: Vec<(String, f64)>,
+    /// A scalar channel's trend instead: `(bucket start µs, mean, min, max)` over its
+    /// rolling window, and the baseline band of its level `(low, typical, high)` at
+    /// the alert's threshold.
+    #[serde(default)]
+    pub trend: Vec<(TimestampUs, f32, f32, f32)>,
+    #[serde(default)]
+    pub band: Option<(f64, f64, f64)>,
+}
+
+/// What the processor knows of a scalar channel's recent course
+/// (`Processor::scalar_trend`).
+pub struct ScalarTrend {
+    pub buckets: Vec<(TimestampUs, f64, f64, f64)>,
+    /// The learned level: median and scale in the baseline's transformed space, and
+    /// whether that space is logarithmic.
+    pub band: Option<(f64, f64, bool)>,
+}
+
+/// The plot behind an alert on a scalar channel: its trend and baseline band.
+pub fn capture_trend(alert: &AlertRecord, unit: &str, t: ScalarTrend) -> Option<Plot> {
+    if t.buckets.is_empty() {
+        return None;
+    }
+    let threshold = alert.evidence["threshold"].as_f64().unwrap_or(4.0);
+    let band = t.band.map(|(m, s, log)| {
+        let back = |x: f64| if log { x.exp() } else { x };
+        (back(m - threshold * s), back(m), back(m + threshold * s))
+    });
+    Some(Plot {
+        ts_us: alert.ts_us,
+        sample_rate_hz: 0.0,
+        samples: 0,
+        unit: unit.to_string(),
+        waveform: Vec::new(),
+        spectrum: Vec::new(),
+        spectrum_df: 0.0,
+        envelope: Vec::new(),
+        envelope_df: 0.0,
+        marks: Vec::new(),
+        trend: t
+            .buckets
+            .iter()
+            .map(|(ts, mean, lo, hi)| (*ts, *mean as f32, *lo as f32, *hi as f32))
+            .collect(),
+        band,
+    })
 }
 
 /// The plot of `window` (the alert's triggering samples) for `alert`. `None` for
@@ -111,6 +157,8 @@ pub fn capture(
         envelope,
         envelope_df,
         marks,
+        trend: Vec::new(),
+        band: None,
     })
 }
 

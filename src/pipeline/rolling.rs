@@ -172,6 +172,15 @@ pub struct TimeFeatures {
 }
 
 impl TimeWindow {
+    /// Each bucket's start, mean, min and max, oldest first (the status page's trend
+    /// behind a scalar alert).
+    pub fn bucket_summary(&self) -> Vec<(i64, f64, f64, f64)> {
+        self.buckets
+            .iter()
+            .map(|b| (b.index * self.bucket_us, b.mean, b.min, b.max))
+            .collect()
+    }
+
     /// A window of `span_secs` (at least 2 s).
     pub fn new(span_secs: f64) -> TimeWindow {
         let span_us = (span_secs.max(2.0) * 1e6) as i64;

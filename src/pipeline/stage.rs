@@ -71,7 +71,8 @@ pub(crate) fn spawn_processor(
                     let _ = alerts.send(a.clone());
                 }
             }
-            live.board.observe(&batch.readings, &records);
+            live.board
+                .observe(&batch.readings, &records, |s| processor.scalar_trend(s));
             // The ack travels with the records made from its batch (or alone, when
             // the batch only fed a window): the writer fires it after the commit.
             let acks: Vec<_> = batch.ack.into_iter().collect();

@@ -742,3 +742,38 @@ fn arrival_stamps_stay_distinct_and_payload_stamps_are_kept() {
         .collect();
     assert_eq!(stamps, vec![T0, T0]);
 }
+
+/// The status page's plot behind a scalar alert: the channel's rolling trend and the
+/// band its learned level allows at the alert's threshold (NAB machine temperature,
+/// relative detection, default settings).
+#[test]
+fn a_scalar_alert_comes_with_its_trend_and_baseline_band() {
+    let ch = ChannelId::new("kiln", "temp", SensorType::Temperature, "degF");
+    let mut p = Processor::new(
+        &PipelineSettings::default(),
+        defaults(),
+        Box::new(MemoryStateStore::new()),
+    );
+    let mut plot = None;
+    for r in nab_readings(&ch) {
+        let out = p.process(std::slice::from_ref(&r));
+        if let Some(a) = alerts(&out).first() {
+            let trend = p
+                .scalar_trend("kiln.temp")
+                .expect("a scalar channel's trend");
+            plot = crate::ops::plot::capture_trend(a, "degF", trend);
+            break;
+        }
+    }
+    let plot = plot.expect("an alert with a plot");
+    assert!(plot.trend.len() >= 20, "{} buckets", plot.trend.len());
+    assert!(plot
+        .trend
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].2 <= w[0].1 && w[0].1 <= w[0].3));
+    let (lo, typical, hi) = plot.band.expect("the learned level's band");
+    assert!(lo < typical && typical < hi, "{:?}", plot.band);
+    // NAB's machine runs at 60..100 °F: the band is in the channel's own unit.
+    assert!((40.0..120.0).contains(&typical), "{typical}");
+    assert!(plot.waveform.is_empty() && plot.marks.is_empty());
+}

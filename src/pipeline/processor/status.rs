@@ -84,6 +84,28 @@ impl Processor {
         &self.counters
     }
 
+    /// A scalar channel's rolling trend (its time window's buckets: start, mean, min,
+    /// max) and its learned baseline of the level (median, scale, logarithmic?), for
+    /// the plot behind an alert on the status page.
+    pub fn scalar_trend(&self, sensor_id: &str) -> Option<crate::ops::plot::ScalarTrend> {
+        let ch = self.channels.get(sensor_id)?;
+        let buckets = ch.time_window.as_ref()?.bucket_summary();
+        let band = ch
+            .relative
+            .as_ref()
+            .and_then(|r| r.baseline())
+            .and_then(|b| {
+                let j = b.index("level")?;
+                let (m, s) = (*b.median.get(j)?, *b.scale.get(j)?);
+                let log = matches!(
+                    b.transforms.get(j),
+                    Some(crate::pipeline::baseline::Transform::Log)
+                );
+                (m.is_finite() && s.is_finite()).then_some((m, s, log))
+            });
+        Some(crate::ops::plot::ScalarTrend { buckets, band })
+    }
+
     /// Device errors of a channel, if it has had any.
     pub fn channel_errors(&self, sensor_id: &str) -> Option<&ChannelErrors> {
         self.channels
