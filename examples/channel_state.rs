@@ -106,6 +106,9 @@ fn main() -> anyhow::Result<()> {
         "hour", "heap (kB)", "heap/channel", "RSS (kB)"
     );
     let t0 = std::time::Instant::now();
+    // As the daemon's processor thread does (`EDGEGW_NO_TRIM=1`: without, to compare).
+    let mut trimmer = (std::env::var_os("EDGEGW_NO_TRIM").is_none())
+        .then(edgegw::pipeline::trim::Trimmer::default);
     for step in 1..=steps {
         let ts = start_us + step * cadence_s * 1_000_000;
         for chunk in ids.chunks(per_device) {
@@ -117,6 +120,9 @@ fn main() -> anyhow::Result<()> {
             p.process_into(&batch, &mut out);
             records += out.len() as u64;
             out.clear();
+        }
+        if let Some(t) = trimmer.as_mut() {
+            t.after(p.counters());
         }
         if step % report_every == 0 || step == steps {
             let _ = p.take_state(false);
@@ -132,8 +138,9 @@ fn main() -> anyhow::Result<()> {
     }
     let n = steps as f64 * channels as f64;
     println!(
-        "{records} records from {n} readings, {:.2} µs per reading",
-        t0.elapsed().as_secs_f64() * 1e6 / n
+        "{records} records from {n} readings, {:.2} µs per reading, {} malloc trims",
+        t0.elapsed().as_secs_f64() * 1e6 / n,
+        trimmer.map_or(0, |t| t.trims)
     );
     Ok(())
 }

@@ -25,6 +25,7 @@ pub mod rolling;
 pub mod settings;
 pub(crate) mod stage;
 pub mod summary;
+pub mod trim;
 pub mod validate;
 
 pub use detect::{MemoryStateStore, StateStore};

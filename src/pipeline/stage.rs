@@ -41,6 +41,7 @@ pub(crate) fn spawn_processor(
     shutdown.spawn_blocking(move || {
         let mut batches = 0u64;
         let mut last_housekeeping = Instant::now() - HOUSEKEEPING_INTERVAL;
+        let mut trimmer = super::trim::Trimmer::default();
         while let Some(batch) = rx.blocking_recv() {
             // Channels of devices a reload started, before their first batch.
             while let Ok(c) = control.try_recv() {
@@ -56,6 +57,9 @@ pub(crate) fn spawn_processor(
             if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
                 last_housekeeping = Instant::now();
                 processor.apply_reset_requests();
+                // Commissioning samples freed by newly learned baselines go back to
+                // the kernel (`trim.rs`).
+                trimmer.after(processor.counters());
                 live.pipeline
                     .publish_channels(processor.channel_status(crate::record::now_us()));
             }
