@@ -189,6 +189,20 @@ impl ModelRegistry {
         self.choose(None, sensor_type, kind).map(|(b, _)| b)
     }
 
+    /// The bundle that serves each sensor type and kind now (before device pins and
+    /// sample-rate checks), for `/metrics` and the status page.
+    pub fn active(&self) -> Vec<(SensorType, BundleKind, Arc<ModelBundle>)> {
+        let mut out = Vec::new();
+        for t in SensorType::ALL {
+            for kind in [BundleKind::Window, BundleKind::Rolling] {
+                if let Some(b) = self.select(t, kind) {
+                    out.push((t, kind, b));
+                }
+            }
+        }
+        out
+    }
+
     /// Like [`ModelRegistry::select`], honouring a pin of `device`. The pipeline calls
     /// this per block or reading.
     pub fn select_for(

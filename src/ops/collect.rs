@@ -354,24 +354,17 @@ fn models(live: &Live, out: &mut Exposition) {
         "The bundle that serves each sensor type and kind now (value 1), after S3 index assignments; device pins and sample rates can still override it per channel (edgegw_detection_detector).",
         Kind::Gauge,
     ) {
-        for t in crate::record::SensorType::ALL {
-            for kind in [
-                crate::inference::BundleKind::Window,
-                crate::inference::BundleKind::Rolling,
-            ] {
-                if let Some(b) = registry.select(t, kind) {
-                    let m = b.manifest();
-                    f.sample(
-                        &[
-                            ("sensor_type", t.as_str()),
-                            ("kind", kind.as_str()),
-                            ("name", m.name.as_str()),
-                            ("version", m.version.as_str()),
-                        ],
-                        1.0,
-                    );
-                }
-            }
+        for (t, kind, b) in registry.active() {
+            let m = b.manifest();
+            f.sample(
+                &[
+                    ("sensor_type", t.as_str()),
+                    ("kind", kind.as_str()),
+                    ("name", m.name.as_str()),
+                    ("version", m.version.as_str()),
+                ],
+                1.0,
+            );
         }
     }
 }

@@ -72,24 +72,20 @@ pub fn snapshot(live: &Live, outbox: Option<&OutboxStats>, now_us: i64) -> Value
         })
         .unwrap_or_default();
     let registry = live.registry.load();
-    let mut models: Vec<Value> = Vec::new();
-    for t in crate::record::SensorType::ALL {
-        for kind in [
-            crate::inference::BundleKind::Window,
-            crate::inference::BundleKind::Rolling,
-        ] {
-            if let Some(b) = registry.select(t, kind) {
-                let m = b.manifest();
-                models.push(json!({
-                    "sensor_type": t.as_str(),
-                    "kind": kind.as_str(),
-                    "name": m.name,
-                    "version": m.version,
-                    "reference": m.reference.as_str(),
-                }));
-            }
-        }
-    }
+    let models: Vec<Value> = registry
+        .active()
+        .into_iter()
+        .map(|(t, kind, b)| {
+            let m = b.manifest();
+            json!({
+                "sensor_type": t.as_str(),
+                "kind": kind.as_str(),
+                "name": m.name,
+                "version": m.version,
+                "reference": m.reference.as_str(),
+            })
+        })
+        .collect();
     let outbox = outbox.map(|o| {
         json!({
             "used_bytes": o.used_bytes,
