@@ -90,6 +90,8 @@ pub struct Board {
     watched_until_ms: AtomicU64,
     /// Live values are held (cleared once nobody watches).
     holding: AtomicBool,
+    /// Episodes changed since they were last written.
+    dirty: AtomicBool,
     inner: Mutex<Inner>,
     /// Where the episodes are kept (the running gateway's outbox).
     store: std::sync::OnceLock<crate::outbox::OutboxHandle>,
@@ -107,6 +109,7 @@ impl Board {
             start: Instant::now(),
             watched_until_ms: AtomicU64::new(0),
             holding: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
             store: std::sync::OnceLock::new(),
         }
@@ -226,6 +229,15 @@ impl Board {
         let any_alert = records.iter().any(|r| matches!(r, Record::Alert(_)));
         self.observe_locked(readings, records, watched, &trend);
         if any_alert {
+            self.dirty.store(true, Relaxed);
+        }
+    }
+
+    /// Writes the episodes to the outbox when they changed since the last call: the
+    /// processor thread calls it every few seconds, so a burst of alerts is one write.
+    /// (The alerts themselves are in the outbox at once; this is the page's copy.)
+    pub fn persist_if_changed(&self) {
+        if self.dirty.swap(false, Relaxed) {
             self.persist_blocking();
         }
     }
@@ -529,6 +541,7 @@ mod tests {
         let b = Board::new();
         b.attach(open(&path));
         b.observe(&[], &[alert(AlertState::Open, 3, 10)], |_| None);
+        b.persist_if_changed();
         assert!(b.acknowledge("press.t", "drift", 1_000).await);
         assert!(
             !b.acknowledge("press.t", "drift", 999).await,

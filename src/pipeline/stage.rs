@@ -60,6 +60,7 @@ pub(crate) fn spawn_processor(
                 // Commissioning samples freed by newly learned baselines go back to
                 // the kernel (`trim.rs`).
                 trimmer.after(processor.counters());
+                live.board.persist_if_changed();
                 live.pipeline
                     .publish_channels(processor.channel_status(crate::record::now_us()));
             }
@@ -99,6 +100,7 @@ pub(crate) fn spawn_processor(
                 break;
             }
         }
+        live.board.persist_if_changed();
         let rest = processor.flush();
         if !rest.is_empty() {
             let _ = tx.blocking_send(OutboxBatch {
