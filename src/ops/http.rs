@@ -15,9 +15,13 @@
 //! bearer token check (constant-time), the page's login (a form that posts the token
 //! and gets a session cookie derived from it: a browser cannot send a bearer header
 //! when it opens a page), rendering. Event streams are the one kind of connection
-//! that stays open: at most [`page::MAX_EVENT_STREAMS`] at once, ended at shutdown. It must not block the data path: the outbox
-//! stats it shows come through `OutboxHandle` (blocking pool), everything else is an
-//! atomic read.
+//! that stays open: at most [`page::MAX_EVENT_STREAMS`] at once, ended at shutdown.
+//! Sign-in attempts are not rate-limited: the token must be long and random (it is
+//! compared in constant time; a guess costs a connection).
+//!
+//! It must not block the data path: the outbox stats it shows come through
+//! `OutboxHandle` (blocking pool), the board is read under a short lock, everything
+//! else is an atomic read.
 
 use super::metrics::{Exposition, Metrics};
 use super::{collect, page, Live};
