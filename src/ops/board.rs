@@ -3,15 +3,16 @@
 //! episodes, open and recently closed, with their severity history.
 //!
 //! The processor thread feeds it (`pipeline/stage.rs`) from the records of each batch.
-//! The alert episodes (with their plots and acknowledgements) are kept in the outbox's
-//! state table ([`ALERTS_KEY`]) whenever they change, so the page shows them again
-//! after a restart.
+//! The alert episodes (with their plots and acknowledgements) are written to the
+//! outbox's state table ([`ALERTS_KEY`]) within a few seconds of a change, so the page
+//! shows them again after a restart.
+//!
 //! Alerts are always kept (they are rare, and a technician opening the page must see
 //! the ones already open). Live values and sparklines cost a lookup per reading, so
 //! they are kept only while somebody watches: a request for the page, its data or its
 //! event stream marks the board watched for [`WATCH_GRACE`]; when nobody has asked for
-//! that long, the processor skips the board (one atomic load per batch) and the values
-//! are dropped. The first page view therefore shows each channel from its next
+//! that long, the processor skips the board (an atomic load and a look for alerts among
+//! the batch's records) and the values are dropped. The first page view therefore shows each channel from its next
 //! reading on, and the sparklines fill from then.
 
 use super::plot::{self, Plot};
