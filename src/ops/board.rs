@@ -221,13 +221,10 @@ impl Board {
         trend: impl Fn(&str) -> Option<plot::ScalarTrend>,
     ) {
         let watched = self.is_watched();
-        if !watched
-            && !self.holding.load(Relaxed)
-            && !records.iter().any(|r| matches!(r, Record::Alert(_)))
-        {
+        let any_alert = records.iter().any(|r| matches!(r, Record::Alert(_)));
+        if !watched && !any_alert && !self.holding.load(Relaxed) {
             return;
         }
-        let any_alert = records.iter().any(|r| matches!(r, Record::Alert(_)));
         self.observe_locked(readings, records, watched, &trend);
         if any_alert {
             self.dirty.store(true, Relaxed);

@@ -373,9 +373,6 @@ impl Processor {
     /// Like [`Processor::process`], appending to `out`.
     pub fn process_into(&mut self, readings: &[Reading], out: &mut Vec<Record>) {
         for r in readings {
-            if self.redelivering {
-                self.channel(r).summary.remember_recent();
-            }
             if !self.touched.contains(&r.device) {
                 self.touched.insert(r.device.clone());
             }

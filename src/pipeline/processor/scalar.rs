@@ -32,6 +32,7 @@ impl Processor {
                 self.speeds.insert(r.device.to_string(), hz);
             }
         }
+        let redelivering = self.redelivering;
         let ch = self.channel(r);
         let verdict = ch.validator.check_scalar(r.ts_us, value);
         let mut quality = r.quality;
@@ -56,6 +57,9 @@ impl Processor {
         let fault_alerts = sensor_fault_alerts(ch, &rules, r.ts_us, &verdict, fault_value);
         let mut summary_done = None;
         if !verdict.out_of_range {
+            if redelivering {
+                ch.summary.remember_recent();
+            }
             summary_done = ch.summary.push(r.ts_us, value);
         }
         self.counters.late_for_summary += std::mem::take(&mut ch.summary.late);

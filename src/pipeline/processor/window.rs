@@ -248,6 +248,9 @@ impl Processor {
             quality: w.meta.quality,
         }));
         if let Some(ch) = self.channels.get_mut(&id.sensor_id) {
+            if self.redelivering {
+                ch.summary.remember_recent();
+            }
             if let Some(done) = ch.summary.push(ts, w.features[0]) {
                 out.push(Record::Summary(summary_record(id, interval, &done)));
                 self.counters.summaries += 1;
