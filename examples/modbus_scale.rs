@@ -64,6 +64,7 @@ fn main() -> anyhow::Result<()> {
                     enabled: true,
                     poll_interval_ms: interval_ms,
                     location: String::new(),
+                    group: None,
                     model: None,
                     machine: None,
                     detection: None,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod diag;
 pub mod inference;
+pub mod notify;
 pub mod ops;
 pub mod outbox;
 pub mod pipeline;

@@ -19,38 +19,9 @@ use std::time::{Duration, Instant};
 mod procs;
 use procs::{exe, free_port, repo, wait_until, Proc};
 
-/// A VT-420 simulator replaying `data` (one file after the other, the last one
-/// looping) on its waveform channel, steady scalars.
-fn simulator(data: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let p = Proc(
-        Command::new(exe())
-            .args(["simulate", "modbus", "--steady", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--profile")
-            .arg(repo().join("hardware-profiles/acme-vt420.toml"))
-            .args(data.iter().flat_map(|d| ["--data".into(), repo().join(d)]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the simulator", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    (p, port)
-}
-
-/// A VT-420 on `port` that learns its baseline for 2 s of reading time (a day on a
-/// real machine), as in `edgegw demo`.
-fn device(id: &str, port: u16) -> String {
-    format!(
-        "[[devices]]\nid = \"{id}\"\nprofile = \"acme-vt420\"\npoll_interval_ms = 200\n\
-         [devices.modbus_tcp]\nhost = \"127.0.0.1\"\nport = {port}\n\
-         [devices.machine]\nshaft_rpm = 1797\nbearing = \"6205\"\n\
-         [devices.detection]\nlearn = \"2s\"\nlearn_samples = 24\nlearn_min_samples = 20\n\n"
-    )
-}
+#[path = "support/vt420.rs"]
+mod vt420;
+use vt420::{device, gateway, simulator};
 
 /// A gateway config whose only upstream is unreachable: the uplink is cut.
 fn config(dir: &Path, http: &str, devices: &str) -> PathBuf {
@@ -64,21 +35,6 @@ fn config(dir: &Path, http: &str, devices: &str) -> PathBuf {
     let path = dir.join("edgegw.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn gateway(config: &Path, env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(exe());
-    cmd.args(["--log-format", "human", "run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc(cmd.spawn().unwrap())
 }
 
 /// One HTTP/1.1 request; returns (status, head, body).
@@ -219,7 +175,7 @@ fn a_technician_sees_live_values_and_the_fault_alert_with_the_uplink_cut() {
     let cfg = config(
         dir.path(),
         &format!("[http]\nlisten = \"127.0.0.1:{http_port}\""),
-        &(device("pump", healthy_port) + &device("fan", faulty_port)),
+        &(device("pump", healthy_port, "") + &device("fan", faulty_port, "")),
     );
     let _gw = gateway(&cfg, &[]);
     let headers = "";
@@ -359,7 +315,7 @@ fn beyond_loopback_the_page_needs_the_token() {
         &format!(
             "[http]\nlisten = \"0.0.0.0:{http_port}\"\ntoken = {{ env = \"PAGE_TEST_TOKEN\" }}"
         ),
-        &device("pump", sim_port),
+        &device("pump", sim_port, ""),
     );
     let _gw = gateway(&cfg, &[("PAGE_TEST_TOKEN", "open sesame")]);
     wait_until("the listener", Duration::from_secs(30), || {

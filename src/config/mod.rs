@@ -63,6 +63,10 @@ pub struct GatewayConfig {
     /// The local status and metrics listener.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Local notifications (webhook, MQTT, email, Modbus write) that do not need
+    /// the cloud.
+    #[serde(default)]
+    pub notify: crate::notify::NotifyConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
 }
@@ -116,6 +120,8 @@ pub struct DeviceConfig {
     /// Where the sensor is mounted; sent upstream as the sensor's location.
     #[serde(default)]
     pub location: String,
+    /// A group of devices (a line, a hall) that `[[notify.routes]]` can name.
+    pub group: Option<String>,
     /// Pin a model bundle for this device instead of choosing by sensor type.
     pub model: Option<ModelPin>,
     /// Facts about the machine at this measuring point (shaft speed, bearing, ISO

@@ -207,6 +207,44 @@ fn upstreams(live: &Live, out: &mut Exposition) {
             }
         }
     }
+    // Local notification sinks (upstreams named `notify:<sink>`).
+    let sinks: Vec<(&str, &crate::upstream::MetricsSnapshot)> = snapshots
+        .iter()
+        .filter_map(|(n, s)| n.strip_prefix("notify:").map(|sink| (sink, s)))
+        .collect();
+    if sinks.is_empty() {
+        return;
+    }
+    if let Some(mut f) = out.family(
+        "edgegw_notify_attempts_total",
+        "Notification attempts per sink: delivered (the receiver confirmed) or failed (retried, or refused for good).",
+        Kind::Counter,
+    ) {
+        for (sink, s) in &sinks {
+            f.sample(&[("sink", sink), ("outcome", "delivered")], s.notify_delivered as f64);
+            f.sample(&[("sink", sink), ("outcome", "failed")], s.notify_failed as f64);
+        }
+    }
+    type Count = fn(&crate::upstream::MetricsSnapshot) -> f64;
+    let more: [(&str, &str, Count); 2] = [
+        (
+            "edgegw_notify_suppressed_total",
+            "Openings and escalations a sink's rate limit held back (not sent).",
+            |s| s.notify_suppressed as f64,
+        ),
+        (
+            "edgegw_notify_skipped_total",
+            "Alert records that needed no notification from a sink (an update without escalation, a repeat, not routed there).",
+            |s| s.notify_skipped as f64,
+        ),
+    ];
+    for (name, help, get) in more {
+        if let Some(mut f) = out.family(name, help, Kind::Counter) {
+            for (sink, s) in &sinks {
+                f.sample(&[("sink", sink)], get(s));
+            }
+        }
+    }
 }
 
 fn devices(live: &Live, out: &mut Exposition) {

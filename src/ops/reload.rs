@@ -140,6 +140,19 @@ pub fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'s
     if old.upstreams != new.upstreams {
         changed.push("upstreams");
     }
+    if old.notify != new.notify {
+        changed.push("notify");
+    }
+    if !new.notify.sinks.is_empty() {
+        let regrouped = new.devices.iter().any(|d| {
+            old.devices
+                .iter()
+                .any(|o| o.id == d.id && (o.group != d.group || o.location != d.location))
+        });
+        if regrouped {
+            changed.push("devices.group (read by notify)");
+        }
+    }
     if old.pipeline != new.pipeline {
         changed.push("pipeline");
     }

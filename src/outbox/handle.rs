@@ -160,6 +160,37 @@ impl OutboxHandle {
         self.with(move |o| o.ack(&upstream, up_to_id)).await
     }
 
+    /// [`Outbox::peek_alerts`] on the blocking pool.
+    pub async fn peek_alerts(
+        &self,
+        upstream: &str,
+        n: usize,
+    ) -> Result<(Vec<StoredRecord>, i64), OutboxError> {
+        let upstream = upstream.to_string();
+        self.with(move |o| o.peek_alerts(&upstream, n)).await
+    }
+
+    /// [`Outbox::ack_with_state`] on the blocking pool.
+    pub async fn ack_with_state(
+        &self,
+        upstream: &str,
+        up_to_id: i64,
+        state: Option<(String, Vec<u8>)>,
+    ) -> Result<(), OutboxError> {
+        let upstream = upstream.to_string();
+        self.with(move |o| {
+            let state = state.as_ref().map(|(k, v)| (k.as_str(), v.as_slice()));
+            o.ack_with_state(&upstream, up_to_id, state)
+        })
+        .await
+    }
+
+    /// A state entry, on the blocking pool.
+    pub async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, OutboxError> {
+        let key = key.to_string();
+        self.with(move |o| o.get_state(&key)).await
+    }
+
     /// [`Outbox::dead_letter`] on the blocking pool.
     pub async fn dead_letter(
         &self,

@@ -276,15 +276,7 @@ impl Outbox {
             )
             .map_err(|e| self.err("dumping records", e))?;
         let rows = stmt
-            .query_map(params![kind_filter, limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })
+            .query_map(params![kind_filter, limit], super::store::raw_row)
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err("dumping records", e))?;
         Ok(rows

@@ -10,7 +10,7 @@ use super::error::OutboxError;
 use super::evict;
 use super::schema::{self, is_disk_full, sql_err, OpenCheck, OpenFailure};
 use super::settings::{FullPolicy, OutboxSettings, SyncMode};
-use crate::record::{now_us, StoredRecord, TimestampUs};
+use crate::record::{now_us, RecordKind, StoredRecord, TimestampUs};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 
@@ -375,19 +375,82 @@ impl Outbox {
                 .prepare_cached(sql)
                 .map_err(|e| self.err("preparing peek", e))?;
             let rows = stmt
-                .query_map(params![cursor, limit, upstream], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                    ))
-                })
+                .query_map(params![cursor, limit, upstream], raw_row)
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(|e| self.err("peeking", e))?;
             rows
         };
+        self.decode_rows(upstream, rows)
+    }
+
+    /// Up to `n` alerts after `upstream`'s cursor, oldest first (skipping its dead
+    /// letters), for an upstream that takes nothing else (a local notification sink),
+    /// and how far the look went: every record up to that id that is not among the
+    /// alerts returned is of no interest to `upstream`, and its cursor may pass it.
+    /// That is the newest id when fewer than `n` alerts came back, else the last
+    /// alert's. The alerts are found through the eviction index (`priority`), so
+    /// the cost does not grow with the readings between them.
+    pub fn peek_alerts(
+        &self,
+        upstream: &str,
+        n: usize,
+    ) -> Result<(Vec<StoredRecord>, i64), OutboxError> {
+        self.check_upstream(upstream)?;
+        let cursor = self.cursor(upstream)?.unwrap_or(0);
+        // The newest id first: whatever is appended after this read is looked at
+        // next time, never passed over.
+        let newest: i64 = self
+            .conn
+            .query_row(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("reading the newest id", e))?;
+        let limit = n.clamp(1, i64::MAX as usize) as i64;
+        let prio = RecordKind::Alert.priority();
+        let rows = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, kind, created_us, payload, key FROM records r
+                     WHERE priority = ?4 AND priority > 0 AND id > ?1 AND id <= ?5 AND kind = ?6
+                     AND NOT EXISTS
+                        (SELECT 1 FROM dead_letters d WHERE d.upstream = ?3 AND d.id = r.id)
+                     ORDER BY id LIMIT ?2",
+                )
+                .map_err(|e| self.err("preparing peek", e))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        cursor,
+                        limit,
+                        upstream,
+                        prio,
+                        newest,
+                        RecordKind::Alert as u8
+                    ],
+                    raw_row,
+                )
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| self.err("peeking", e))?;
+            rows
+        };
+        let scanned_to = if rows.len() as i64 >= limit {
+            rows.last().map_or(cursor, |r| r.0)
+        } else {
+            newest.max(cursor)
+        };
+        Ok((self.decode_rows(upstream, rows)?, scanned_to))
+    }
+
+    /// Decodes peeked rows; a payload that cannot be decoded is dead-lettered for
+    /// `upstream` (logged) instead of blocking its queue.
+    fn decode_rows(
+        &self,
+        upstream: &str,
+        rows: Vec<RawRow>,
+    ) -> Result<Vec<StoredRecord>, OutboxError> {
         let mut out = Vec::with_capacity(rows.len());
         for (id, kind, created_us, payload, key) in rows {
             match encode::decode(kind, &payload) {
@@ -440,6 +503,18 @@ impl Outbox {
     /// configured upstream has acknowledged. With no upstreams configured nothing is
     /// deleted here; records stay until the bounds evict them.
     pub fn ack(&mut self, upstream: &str, up_to_id: i64) -> Result<(), OutboxError> {
+        self.ack_with_state(upstream, up_to_id, None)
+    }
+
+    /// [`Outbox::ack`], and a state entry written in the same transaction: a sink
+    /// whose decisions depend on what it already sent (a notification sink's
+    /// episodes) keeps that memory exactly in step with its cursor.
+    pub fn ack_with_state(
+        &mut self,
+        upstream: &str,
+        up_to_id: i64,
+        state: Option<(&str, &[u8])>,
+    ) -> Result<(), OutboxError> {
         self.writable()?;
         self.check_upstream(upstream)?;
         let now = now_us();
@@ -478,6 +553,13 @@ impl Outbox {
             .map_err(|e| sql_err(&self.path, "counting delivered records", e))?;
         evict::add_counter(&tx, &format!("delivered:{upstream}"), delivered)
             .map_err(|e| sql_err(&self.path, "counting delivered records", e))?;
+        if let Some((key, value)) = state {
+            tx.execute(
+                "INSERT OR REPLACE INTO state(key, value, updated_us) VALUES (?1, ?2, ?3)",
+                params![key, value, now],
+            )
+            .map_err(|e| sql_err(&self.path, "writing state with an ack", e))?;
+        }
         purge(&tx, &self.upstreams)
             .map_err(|e| sql_err(&self.path, "deleting acknowledged records", e))?;
         tx.commit()
@@ -538,6 +620,15 @@ impl Outbox {
                 }
             })
     }
+}
+
+/// A record row as selected for peeking and dumping: id, kind, created_us,
+/// payload, key.
+pub(super) type RawRow = (i64, i64, i64, Vec<u8>, Option<String>);
+
+/// Reads a [`RawRow`] (`SELECT id, kind, created_us, payload, key`).
+pub(super) fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
 fn purge(conn: &Connection, upstreams: &[String]) -> rusqlite::Result<usize> {

@@ -553,3 +553,53 @@ fn every_appended_record_is_accounted_for_per_upstream() {
         "b's dead letter was requeued in place"
     );
 }
+
+#[test]
+fn an_alerts_only_cursor_finds_alerts_among_readings_and_passes_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut o = Outbox::open(
+        &path,
+        &OutboxSettings::default(),
+        "gw",
+        &["cloud", "notify:x"],
+    )
+    .expect("open");
+    let mut batch = readings(0, 50);
+    batch.push(alert(50));
+    batch.extend(readings(51, 50));
+    batch.push(alert(101));
+    let ids = o.append(&batch).expect("append");
+
+    // Two alerts, and a look that went to the newest record.
+    let (found, to) = o.peek_alerts("notify:x", 10).expect("peek");
+    assert_eq!(
+        found.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[50], ids[101]]
+    );
+    assert!(found.iter().all(|r| r.record.kind() == RecordKind::Alert));
+    assert_eq!(to, *ids.last().unwrap());
+    // A full page stops the look at its last alert: nothing after it is passed.
+    let (found, to) = o.peek_alerts("notify:x", 1).expect("peek");
+    assert_eq!((found.len(), to), (1, ids[50]));
+
+    // The ack and the sink's memory commit together.
+    o.ack_with_state("notify:x", ids[50], Some(("notify/x", b"one")))
+        .expect("ack");
+    assert_eq!(
+        o.get_state("notify/x").expect("state").as_deref(),
+        Some(&b"one"[..])
+    );
+    let (found, _) = o.peek_alerts("notify:x", 10).expect("peek");
+    assert_eq!(found.len(), 1);
+    o.ack("notify:x", to.max(ids[101])).expect("ack");
+    assert!(o.peek_alerts("notify:x", 10).expect("peek").0.is_empty());
+
+    // Records leave once the cloud has them too; the notify cursor held nothing.
+    o.ack("cloud", *ids.last().unwrap()).expect("ack");
+    let left: i64 = o
+        .conn
+        .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(left, 0);
+}

@@ -54,6 +54,21 @@ pub async fn run_forwarder<S: Sink>(
     let mut failures: u32 = 0;
     let mut breaker_until: Option<Instant> = None;
     tracing::info!(upstream = name, "Forwarder started");
+    let state_key = sink.state_key();
+    if let Some(key) = &state_key {
+        match outbox.get_state(key).await {
+            Ok(Some(bytes)) => sink.restore(&bytes),
+            Ok(None) => {}
+            Err(e) => tracing::error!(upstream = name, error = %e,
+                "Cannot read what this sink already sent; it starts afresh"),
+        }
+    }
+    // Alerts-only sinks: how far the cursor was moved over records of no interest,
+    // and when (at most once a second, so a busy outbox is not one extra
+    // transaction per commit per sink).
+    let alerts_only = sink.alerts_only();
+    let mut passed_to: i64 = 0;
+    let mut passed_at: Option<Instant> = None;
 
     while !cancel.is_cancelled() {
         // Register for the writer's wake-up before looking, so none is lost.
@@ -61,7 +76,18 @@ pub async fn run_forwarder<S: Sink>(
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let peeked = match outbox.peek(name, delivery.batch_max_records.max(1)).await {
+        let peek = if alerts_only {
+            outbox
+                .peek_alerts(name, delivery.batch_max_records.max(1))
+                .await
+                .map(|(b, to)| (b, Some(to)))
+        } else {
+            outbox
+                .peek(name, delivery.batch_max_records.max(1))
+                .await
+                .map(|b| (b, None))
+        };
+        let (peeked, scanned_to) = match peek {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(upstream = name, error = %e, "Cannot read the outbox");
@@ -73,6 +99,16 @@ pub async fn run_forwarder<S: Sink>(
         };
         if peeked.is_empty() {
             metrics.lag_ms.store(0, Ordering::Relaxed);
+            if let Some(to) = scanned_to.filter(|to| *to > passed_to) {
+                if passed_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    match outbox.ack(name, to).await {
+                        Ok(()) => passed_to = to,
+                        Err(e) => tracing::error!(upstream = name, error = %e,
+                            "Cannot move the cursor over records of no interest"),
+                    }
+                    passed_at = Some(Instant::now());
+                }
+            }
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(idle) => {}
@@ -150,8 +186,16 @@ pub async fn run_forwarder<S: Sink>(
             }
         }
         if done > 0 && ack_ok {
-            match outbox.ack(name, batch[done - 1].id).await {
+            // Everything looked at, nothing cut off by size: an alerts-only sink's
+            // cursor passes the other records up to where its look went.
+            let up_to = match scanned_to {
+                Some(to) if done == peeked.len() => to.max(batch[done - 1].id),
+                _ => batch[done - 1].id,
+            };
+            let state = state_key.clone().zip(sink.state());
+            match outbox.ack_with_state(name, up_to, state).await {
                 Ok(()) => {
+                    passed_to = passed_to.max(up_to);
                     let acked = (done - rejected.len().min(done)) as u64;
                     report.acked += acked;
                     UpstreamMetrics::add(&metrics.acked, acked);

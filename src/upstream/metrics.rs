@@ -25,6 +25,15 @@ pub struct UpstreamMetrics {
     pub breaker_open: AtomicBool,
     /// Times the breaker opened.
     pub breaker_trips: AtomicU64,
+    /// Notification sinks only: notifications the receiver confirmed.
+    pub notify_delivered: AtomicU64,
+    /// Notification sinks only: attempts that failed (retried or refused).
+    pub notify_failed: AtomicU64,
+    /// Notification sinks only: openings and escalations held back by the rate limit.
+    pub notify_suppressed: AtomicU64,
+    /// Notification sinks only: alert records that needed no notification (an
+    /// update without escalation, a repeat, not routed to this sink).
+    pub notify_skipped: AtomicU64,
 }
 
 /// A copy of [`UpstreamMetrics`] at one moment.
@@ -38,6 +47,10 @@ pub struct MetricsSnapshot {
     pub lag_ms: u64,
     pub breaker_open: bool,
     pub breaker_trips: u64,
+    pub notify_delivered: u64,
+    pub notify_failed: u64,
+    pub notify_suppressed: u64,
+    pub notify_skipped: u64,
 }
 
 impl UpstreamMetrics {
@@ -52,6 +65,10 @@ impl UpstreamMetrics {
             lag_ms: self.lag_ms.load(r),
             breaker_open: self.breaker_open.load(r),
             breaker_trips: self.breaker_trips.load(r),
+            notify_delivered: self.notify_delivered.load(r),
+            notify_failed: self.notify_failed.load(r),
+            notify_suppressed: self.notify_suppressed.load(r),
+            notify_skipped: self.notify_skipped.load(r),
         }
     }
 

@@ -114,6 +114,28 @@ pub trait Sink: Send {
 
     /// Forgets the connection (after a timeout the state of the session is unknown).
     fn reset(&mut self) {}
+
+    /// Whether this upstream takes alerts and nothing else (a local notification
+    /// sink): the forwarder then looks up alerts alone and moves the cursor over
+    /// the rest without reading it.
+    fn alerts_only(&self) -> bool {
+        false
+    }
+
+    /// The outbox state entry this sink keeps in step with its cursor: read at
+    /// start ([`Sink::restore`]) and written with every ack ([`Sink::state`]), in
+    /// the ack's transaction.
+    fn state_key(&self) -> Option<String> {
+        None
+    }
+
+    /// Takes back the state saved with the last ack before a restart.
+    fn restore(&mut self, _state: &[u8]) {}
+
+    /// The state to save with the next ack.
+    fn state(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// The running forwarders of a gateway, one task per enabled upstream.

@@ -190,12 +190,6 @@ impl MqttSink {
     }
 
     async fn publish_batch(&mut self, batch: &[StoredRecord]) -> Result<(), UpstreamError> {
-        let target = self.target.clone();
-        let down = |detail: String| UpstreamError::Write {
-            upstream: "mqtt",
-            target: target.clone(),
-            detail,
-        };
         let messages: Vec<(String, String)> = batch
             .iter()
             .map(|rec| {
@@ -208,6 +202,37 @@ impl MqttSink {
                 (topic, map::record_json(rec, &self.gateway).to_string())
             })
             .collect();
+        self.publish_messages(messages, false).await
+    }
+
+    /// Connects if needed and publishes `messages` (topic, payload) at QoS 1;
+    /// returns when the broker has acknowledged every one. On an error the
+    /// connection is dropped (the next call connects afresh). The local
+    /// notification sink publishes through this too.
+    pub async fn publish(
+        &mut self,
+        messages: Vec<(String, String)>,
+        retain: bool,
+    ) -> Result<(), UpstreamError> {
+        self.connect().await?;
+        let r = self.publish_messages(messages, retain).await;
+        if r.is_err() {
+            self.reset();
+        }
+        r
+    }
+
+    async fn publish_messages(
+        &mut self,
+        messages: Vec<(String, String)>,
+        retain: bool,
+    ) -> Result<(), UpstreamError> {
+        let target = self.target.clone();
+        let down = |detail: String| UpstreamError::Write {
+            upstream: "mqtt",
+            target: target.clone(),
+            detail,
+        };
         let Some(conn) = self.conn.as_mut() else {
             return Err(down("not connected".into()));
         };
@@ -217,15 +242,16 @@ impl MqttSink {
                 return Err(down(e));
             }
         }
+        let n = messages.len();
         for (topic, payload) in messages {
             conn.client
-                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
                 .await
                 .map_err(|e| down(e.to_string()))?;
         }
         let mut written = 0usize;
         let mut outstanding: HashSet<u16> = HashSet::new();
-        while written < batch.len() || !outstanding.is_empty() {
+        while written < n || !outstanding.is_empty() {
             match conn.events.recv().await {
                 Some(Ev::Written(pkid)) => {
                     written += 1;

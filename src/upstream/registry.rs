@@ -41,7 +41,38 @@ const UPSTREAMS: &[fn(&GatewayConfig) -> Option<Planned>] =
 
 /// The enabled upstreams of `config`.
 pub fn enabled(config: &GatewayConfig) -> Vec<Planned> {
-    UPSTREAMS.iter().filter_map(|plan| plan(config)).collect()
+    let mut out: Vec<Planned> = UPSTREAMS.iter().filter_map(|plan| plan(config)).collect();
+    out.extend(plan_notify(config));
+    out
+}
+
+/// The local notification sinks that a route uses: upstreams of their own that take
+/// alerts only (`crate::notify`), cursor `notify:<sink>`.
+fn plan_notify(config: &GatewayConfig) -> Vec<Planned> {
+    let mut out = Vec::new();
+    for (name, cfg) in crate::notify::sinks(config) {
+        let delivery = cfg.delivery();
+        let mut sink =
+            match crate::notify::build(config, &name, &cfg, Arc::new(UpstreamMetrics::default())) {
+                Ok(s) => s,
+                Err(e) => {
+                    // `check` refuses such a config; no cursor for a sink that cannot run.
+                    tracing::error!(sink = %name, error = %e, "Notification sink not started");
+                    continue;
+                }
+            };
+        let name = super::Sink::name(&sink);
+        out.push(Planned {
+            name,
+            spawn: Box::new(move |outbox, notify, metrics, cancel| {
+                sink.set_metrics(metrics.clone());
+                Box::pin(run_forwarder(
+                    sink, outbox, delivery, notify, metrics, cancel,
+                ))
+            }),
+        });
+    }
+    out
 }
 
 /// A forwarder around `sink` with its delivery knobs.

@@ -52,6 +52,7 @@ pub fn device(id: &str, profile: Arc<LoadedProfile>, poll_interval_ms: u64) -> D
             enabled: true,
             poll_interval_ms,
             location: String::new(),
+            group: None,
             model: None,
             machine: None,
             detection: None,

@@ -27,6 +27,22 @@ pub(super) fn check_config(
     settings_problems.extend(c.models.validate());
     settings_problems.extend(c.upstreams.validate());
     settings_problems.extend(c.http.validate());
+    let brokers: Vec<&str> = c.mqtt_brokers.keys().map(String::as_str).collect();
+    settings_problems.extend(c.notify.validate(&brokers));
+    {
+        let ids: Vec<&str> = c.devices.iter().map(|d| d.id.as_str()).collect();
+        let mut groups: Vec<&str> = c
+            .devices
+            .iter()
+            .filter_map(|d| d.group.as_deref())
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for w in c.notify.warnings(&ids, &groups) {
+            let (field, msg) = w.split_once(": ").unwrap_or(("-", w.as_str()));
+            diags.push(file.diag(&dotted(field), msg.to_string()).warning());
+        }
+    }
     if let Err(p) = c.pipeline.validate() {
         settings_problems.extend(p);
     }
@@ -53,11 +69,7 @@ pub(super) fn check_config(
     }
     for problem in settings_problems {
         let (field, msg) = problem.split_once(": ").unwrap_or(("-", problem.as_str()));
-        let mut path = FieldPath::root();
-        for seg in field.split('.') {
-            path = path.join(seg);
-        }
-        diags.push(file.diag(&path, msg.to_string()));
+        diags.push(file.diag(&dotted(field), msg.to_string()));
     }
 
     // Serial ports.
@@ -407,6 +419,18 @@ fn port_ref(
             ),
         ));
     }
+}
+
+/// `a.b.3.c` as a field path (numbers are array indexes).
+fn dotted(field: &str) -> FieldPath {
+    let mut path = FieldPath::root();
+    for seg in field.split('.') {
+        path = match seg.parse::<usize>() {
+            Ok(i) => path.join(i),
+            Err(_) => path.join(seg),
+        };
+    }
+    path
 }
 
 fn list(items: &[&str]) -> String {

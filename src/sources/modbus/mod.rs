@@ -26,7 +26,7 @@ pub mod profile;
 pub(crate) mod profile_checks;
 mod rtu;
 pub mod sim;
-mod tcp;
+pub(crate) mod tcp;
 pub mod tool;
 
 pub use plan::{explain, plan, plan_device, Plan, PlanError};
