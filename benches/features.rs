@@ -127,5 +127,104 @@ fn detection_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, features, detection_path);
+/// What the status page costs the processor thread when nobody watches it: the
+/// same batches through `Processor::process_into` with and without
+/// `Board::observe` after it (the daemon's stage calls both), for a waveform block
+/// and for one 30-register Modbus poll of scalars. The pairs run side by side; the
+/// ratio is the cost (issue #16: "no measurable CPU when nobody watches").
+fn status_page_unwatched(c: &mut Criterion) {
+    let x = cwru_holdout();
+    let mut g = c.benchmark_group("status_page_unwatched");
+    g.throughput(Throughput::Elements(1));
+    let board = edgegw::ops::board::Board::new();
+    assert!(!board.is_watched());
+    let mut settings = PipelineSettings::default();
+    settings.baseline.learn = TimeSpan::from_secs(0.0);
+    settings.baseline.samples = 20;
+    settings.baseline.min_samples = 20;
+    let processor = || {
+        Processor::new(
+            &settings,
+            shared(ModelRegistry::with_defaults().expect("default bundles")),
+            Box::new(MemoryStateStore::new()),
+        )
+    };
+
+    // A waveform block of 1024 samples at 12 kHz.
+    let ch = ChannelId::new("pump1", "accel_de", SensorType::Vibration, "g");
+    let blocks: Vec<Arc<[f32]>> = x.chunks_exact(1024).map(Arc::from).collect();
+    let block = |n: u64| {
+        let ts = 1_764_028_800_000_000 + ((n * 1024 - 1) as f64 * 1e6 / 12_000.0) as i64;
+        ch.reading(
+            ts,
+            Value::Block {
+                sample_rate_hz: 12_000.0,
+                samples: blocks[(n as usize) % blocks.len()].clone(),
+            },
+        )
+    };
+    // One poll of 30 temperature registers, once a second.
+    let scalars: Vec<ChannelId> = (0..30)
+        .map(|i| ChannelId::new("press1", &format!("t{i}"), SensorType::Temperature, "°C"))
+        .collect();
+    let poll = |n: u64| {
+        let ts = 1_764_028_800_000_000 + n as i64 * 1_000_000;
+        scalars
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.reading(ts, Value::Scalar(40.0 + i as f64 + (n % 7) as f64 * 0.01)))
+            .collect::<Vec<_>>()
+    };
+    for (name, with_board) in [("block_1024", false), ("block_1024_and_board", true)] {
+        let mut p = processor();
+        let mut out = Vec::with_capacity(8);
+        let mut n = 0u64;
+        for _ in 0..25 {
+            n += 1;
+            out.clear();
+            p.process_into(&[block(n)], &mut out);
+        }
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                let r = [block(n)];
+                out.clear();
+                p.process_into(&r, &mut out);
+                if with_board {
+                    board.observe(&r, &out, |s| p.scalar_trend(s));
+                }
+                black_box(out.len())
+            })
+        });
+    }
+    for (name, with_board) in [
+        ("poll_30_scalars", false),
+        ("poll_30_scalars_and_board", true),
+    ] {
+        let mut p = processor();
+        let mut out = Vec::with_capacity(64);
+        let mut n = 0u64;
+        for _ in 0..30 {
+            n += 1;
+            out.clear();
+            p.process_into(&poll(n), &mut out);
+        }
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                let r = poll(n);
+                out.clear();
+                p.process_into(&r, &mut out);
+                if with_board {
+                    board.observe(&r, &out, |s| p.scalar_trend(s));
+                }
+                black_box(out.len())
+            })
+        });
+    }
+    assert!(!board.is_watched());
+    g.finish();
+}
+
+criterion_group!(benches, features, detection_path, status_page_unwatched);
 criterion_main!(benches);

@@ -10,8 +10,9 @@
 //! connection gets one well-formed answer (`HTTP/1.1`, a known status, a
 //! `Content-Length` that matches the body, `Connection: close`) or, for a head over
 //! the cap, at most a reset; no answer without the token but 401 (or 405 for a
-//! method other than GET/HEAD); and `/healthz` keeps answering between the cases and
-//! while 20 slow clients hold connections open.
+//! method other than GET/HEAD), or 429 once the hostile address (127.0.0.2) presented
+//! ten wrong tokens in a minute; and `/healthz` (from 127.0.0.1) keeps answering
+//! between the cases and while 20 slow clients hold connections open.
 
 #[macro_use]
 #[path = "fuzz/support.rs"]
@@ -27,6 +28,10 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "fuzz-Token_0123456789";
 const MAX_HEAD: usize = 8 * 1024;
+/// Where the hostile requests come from: after ten wrong tokens in a minute the
+/// listener answers this address 429 (its sign-in guard), never the others.
+const HOSTILE: [u8; 4] = [127, 0, 0, 2];
+const HEALTH_CHECKER: [u8; 4] = [127, 0, 0, 1];
 
 struct Proc(Child);
 
@@ -122,7 +127,7 @@ impl Gateway {
         let head = format!("GET /healthz HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
         let deadline = Instant::now() + within;
         loop {
-            match exchange(self.port, &[head.as_bytes()], within) {
+            match exchange(HEALTH_CHECKER, self.port, &[head.as_bytes()], within) {
                 Ok(r) if r.starts_with(b"HTTP/1.1 200 ") => return Ok(()),
                 other if Instant::now() >= deadline => {
                     self.assert_running();
@@ -135,8 +140,16 @@ impl Gateway {
 }
 
 /// Sends `pieces` (then FIN) and reads the whole answer.
-fn exchange(port: u16, pieces: &[&[u8]], timeout: Duration) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+fn exchange(
+    from: [u8; 4],
+    port: u16,
+    pieces: &[&[u8]],
+    timeout: Duration,
+) -> std::io::Result<Vec<u8>> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    let mut s: TcpStream = sock.into();
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     s.set_nodelay(true)?;
@@ -299,6 +312,8 @@ fn check_answer(head: &[u8], resp: &[u8]) -> Result<(), TestCaseError> {
         parse(resp).map_err(|e| TestCaseError::fail(format!("{e}: {}", shown())))?;
     prop_assert!(
         [200, 401, 404, 405, 431, 503].contains(&code)
+            // Ten wrong tokens from one address in a minute: refused for the minute.
+            || code == 429
             // The status page's sign-in: a form post, too large or with the token.
             || ([400, 403, 413].contains(&code) && method_of(head) == "POST")
             || (code == 303 && String::from_utf8_lossy(head).contains(TOKEN)),
@@ -376,7 +391,7 @@ fn the_status_listener_survives_hostile_requests() {
             parts.push(&head[from..c]);
             from = c;
         }
-        let resp = exchange(port, &parts, Duration::from_secs(5));
+        let resp = exchange(HOSTILE, port, &parts, Duration::from_secs(5));
         match resp {
             Ok(r) => check_answer(&head, &r)?,
             Err(e) => prop_assert!(

@@ -68,6 +68,7 @@ impl Ops {
                 outbox: gateway.outbox().clone(),
                 token,
                 event_streams: Default::default(),
+                sign_in: Default::default(),
                 cancel: tasks.drained().clone(),
             };
             Some(tasks.spawn(crate::ops::http::serve(l, status, tasks.drained().clone())))

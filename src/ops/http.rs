@@ -28,7 +28,7 @@ use super::{collect, page, Live};
 use crate::outbox::OutboxHandle;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +72,60 @@ pub struct Status {
     pub event_streams: Arc<AtomicUsize>,
     /// Ends open event streams (shutdown).
     pub cancel: CancellationToken,
+    /// Failed token checks per client address.
+    pub sign_in: Arc<SignInGuard>,
+}
+
+/// Wrong tokens a client address may present per minute; then it gets 429 without
+/// its token being looked at until the minute is over. Enough for a person who
+/// mistypes; a guesser gets 14,400 tries a day instead of thousands a second.
+/// Per address, so a guesser does not lock out Prometheus or the health checker.
+const SIGN_IN_FAILURES_PER_MINUTE: u32 = 10;
+/// Addresses remembered at most (the oldest window is forgotten first).
+const SIGN_IN_ADDRESSES: usize = 4096;
+
+/// Counts failed token checks (a wrong bearer token, session cookie or sign-in
+/// form) per client address, in one-minute windows.
+#[derive(Debug, Default)]
+pub struct SignInGuard {
+    by_addr: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
+}
+
+impl SignInGuard {
+    /// Whether `addr` used up its failures for this minute.
+    fn blocked(&self, addr: std::net::IpAddr) -> bool {
+        let Ok(mut m) = self.by_addr.lock() else {
+            return false;
+        };
+        match m.get(&addr) {
+            Some((start, _)) if start.elapsed() >= Duration::from_secs(60) => {
+                m.remove(&addr);
+                false
+            }
+            Some((_, n)) => *n >= SIGN_IN_FAILURES_PER_MINUTE,
+            None => false,
+        }
+    }
+
+    fn failed(&self, addr: std::net::IpAddr) {
+        let Ok(mut m) = self.by_addr.lock() else {
+            return;
+        };
+        if m.len() >= SIGN_IN_ADDRESSES && !m.contains_key(&addr) {
+            if let Some(oldest) = m.iter().min_by_key(|(_, (t, _))| *t).map(|(a, _)| *a) {
+                m.remove(&oldest);
+            }
+        }
+        let e = m.entry(addr).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= Duration::from_secs(60) {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+        if e.1 == SIGN_IN_FAILURES_PER_MINUTE {
+            tracing::warn!(client = %addr,
+                "Status listener: {SIGN_IN_FAILURES_PER_MINUTE} wrong tokens from one address in a minute; refusing its sign-ins until the minute is over");
+        }
+    }
 }
 
 /// Binds the listener (so a bad address fails the start, not a background task).
@@ -126,8 +180,8 @@ pub async fn serve(listener: TcpListener, status: Status, cancel: CancellationTo
             _ = cancel.cancelled() => break,
             a = listener.accept() => a,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
+        let (stream, peer) = match accepted {
+            Ok((s, a)) => (s, a.ip()),
             Err(e) => {
                 tracing::warn!("Status listener: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -165,7 +219,7 @@ pub async fn serve(listener: TcpListener, status: Status, cancel: CancellationTo
         let reading = reading.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let res = handle(stream, &status, &head_cancel, || {
+            let res = handle(stream, peer, &status, &head_cancel, || {
                 if let Ok(mut r) = reading.lock() {
                     r.retain(|(i, _)| *i != id);
                 }
@@ -218,6 +272,7 @@ struct Head {
 
 async fn handle(
     mut stream: TcpStream,
+    peer: std::net::IpAddr,
     status: &Status,
     head_cancel: &CancellationToken,
     head_done: impl FnOnce(),
@@ -264,10 +319,42 @@ async fn handle(
     head_done();
     let path = path.as_str();
     let head_only = head.method == "HEAD";
+    // A credential presented: counted when wrong, not even looked at from an
+    // address that used up its failures for the minute.
+    let presents = status.token.is_some()
+        && (login_post
+            || head.authorization.is_some()
+            || head
+                .cookie
+                .as_deref()
+                .is_some_and(|c| c.contains(SESSION_COOKIE)));
+    if presents && status.sign_in.blocked(peer) {
+        let resp = Response {
+            extra: "Retry-After: 60\r\n".into(),
+            ..Response::text(
+                429,
+                "too many wrong tokens from this address; try again in a minute\n",
+            )
+        };
+        let head_only = head.method == "HEAD";
+        return match tokio::time::timeout(HEAD_TIMEOUT * 2, write(&mut stream, resp, head_only))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        };
+    }
     let signed_in = authorized(status.token.as_deref(), head.authorization.as_deref())
         || session_ok(status.token.as_deref(), head.cookie.as_deref());
+    if presents && !login_post && !signed_in {
+        status.sign_in.failed(peer);
+    }
     let resp = if login_post {
-        login(status.token.as_deref(), &body)
+        let r = login(status.token.as_deref(), &body);
+        if presents && r.code == 401 {
+            status.sign_in.failed(peer);
+        }
+        r
     } else if action_post {
         action(path, status, signed_in, &body).await
     } else if head.method != "GET" && head.method != "HEAD" {
@@ -730,6 +817,7 @@ mod tests {
             outbox: OutboxHandle::new(o),
             token: None,
             event_streams: Arc::default(),
+            sign_in: Arc::default(),
             cancel: CancellationToken::new(),
         };
         // The pipeline waits for room: no probe for more than a minute.
@@ -741,6 +829,81 @@ mod tests {
         let r = route("/readyz", &s).await;
         assert_eq!(r.code, 503, "{}", r.body);
         assert!(r.body.contains("outbox full"), "{}", r.body);
+    }
+
+    /// One request from `from` (a loopback address) to `port`; the status code.
+    async fn ask(from: &str, port: u16, req: &str) -> u16 {
+        use tokio::io::AsyncReadExt;
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind(format!("{from}:0").parse().expect("address"))
+            .expect("bind");
+        let mut c = sock
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .expect("connect");
+        c.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.expect("read");
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_token_guesser_is_slowed_down_without_locking_out_others() {
+        use crate::outbox::{Outbox, OutboxHandle, OutboxSettings};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Outbox::open(
+            &dir.path().join("o.db"),
+            &OutboxSettings::default(),
+            "gw",
+            &["a"],
+        )
+        .expect("open");
+        let live = Arc::new(Live::new(crate::inference::shared(
+            crate::inference::ModelRegistry::empty(),
+        )));
+        let cancel = CancellationToken::new();
+        let s = Status {
+            live,
+            metrics: Metrics::new(),
+            outbox: OutboxHandle::new(o),
+            token: Some(Arc::from("right-token")),
+            event_streams: Arc::default(),
+            sign_in: Arc::default(),
+            cancel: cancel.clone(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(serve(listener, s, cancel.clone()));
+        let login = |t: &str| {
+            let body = format!("token={t}");
+            format!(
+                "POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let bearer = |t: &str| {
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\r\n")
+        };
+        for i in 0..SIGN_IN_FAILURES_PER_MINUTE {
+            let wrong = if i % 2 == 0 {
+                login(&format!("guess{i}"))
+            } else {
+                bearer("guess")
+            };
+            let code = ask("127.0.0.2", port, &wrong).await;
+            assert_eq!(code, 401, "attempt {i}");
+        }
+        // The guesser's address is refused, even with the right token ...
+        assert_eq!(ask("127.0.0.2", port, &login("right-token")).await, 429);
+        assert_eq!(ask("127.0.0.2", port, &bearer("right-token")).await, 429);
+        // ... and nobody else is: Prometheus, the health checker, a technician.
+        assert_eq!(ask("127.0.0.1", port, &bearer("right-token")).await, 200);
+        assert_eq!(ask("127.0.0.3", port, &login("right-token")).await, 303);
+        cancel.cancel();
+        server.await.expect("server");
     }
 
     #[test]
