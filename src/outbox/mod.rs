@@ -3,7 +3,7 @@
 //! The pipeline's last stage ([`writer::run_writer`]) appends records in batched
 //! transactions; each forwarder reads with [`Outbox::peek`] after its own cursor and
 //! moves it with [`Outbox::ack`]; a record is deleted once every configured upstream
-//! has acknowledged it. Records an upstream rejects for good go to a dead-letter table
+//! that takes it has acknowledged it (`notify:*` cursors take alerts only). Records an upstream rejects for good go to a dead-letter table
 //! and stop blocking it. The database is bounded in size and age; alerts are evicted
 //! last. A corrupt file is moved aside, never deleted, and a fresh outbox is started.
 //!

@@ -631,11 +631,19 @@ pub(super) fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
+/// Cursors named so take alerts only (local notification sinks, `crate::notify`):
+/// no other record waits for them.
+pub(crate) const ALERTS_ONLY_PREFIX: &str = "notify:";
+
+/// Deletes what every upstream that needs it has acknowledged: an alert once every
+/// cursor passed it, any other record once every cursor but the alerts-only ones
+/// did. So a notification receiver that is down for days holds back its alerts,
+/// never the readings the cloud already has. The records an alerts-only cursor
+/// had not reached yet count as delivered for it (of no interest), which keeps its
+/// balance (appended = delivered + pending + dead-lettered + evicted unsent).
+/// With no upstream but alerts-only ones, nothing is deleted here (as with none).
 fn purge(conn: &Connection, upstreams: &[String]) -> rusqlite::Result<usize> {
-    if upstreams.is_empty() {
-        return Ok(0);
-    }
-    let mut min: Option<i64> = None;
+    let mut cursors = Vec::with_capacity(upstreams.len());
     for u in upstreams {
         let c: Option<i64> = conn
             .query_row(
@@ -644,11 +652,35 @@ fn purge(conn: &Connection, upstreams: &[String]) -> rusqlite::Result<usize> {
                 |r| r.get(0),
             )
             .optional()?;
-        let c = c.unwrap_or(0);
-        min = Some(min.map_or(c, |m| m.min(c)));
+        cursors.push((u.as_str(), c.unwrap_or(0)));
     }
-    match min {
-        Some(m) if m > 0 => conn.execute("DELETE FROM records WHERE id <= ?1", [m]),
-        _ => Ok(0),
+    let is_alerts_only = |u: &str| u.starts_with(ALERTS_ONLY_PREFIX);
+    let Some(others) = cursors
+        .iter()
+        .filter(|(u, _)| !is_alerts_only(u))
+        .map(|(_, c)| *c)
+        .min()
+    else {
+        return Ok(0);
+    };
+    let all = cursors.iter().map(|(_, c)| *c).min().unwrap_or(0);
+    if others <= 0 {
+        return Ok(0);
     }
+    let alert = RecordKind::Alert as u8;
+    for (u, c) in cursors
+        .iter()
+        .filter(|(u, c)| is_alerts_only(u) && *c < others)
+    {
+        let passed: i64 = conn.query_row(
+            "SELECT count(*) FROM records WHERE id > ?1 AND id <= ?2 AND kind != ?3",
+            params![c, others, alert],
+            |r| r.get(0),
+        )?;
+        evict::add_counter(conn, &format!("delivered:{u}"), passed)?;
+    }
+    conn.execute(
+        "DELETE FROM records WHERE id <= ?1 AND (kind != ?2 OR id <= ?3)",
+        params![others, alert, all],
+    )
 }

@@ -603,3 +603,66 @@ fn an_alerts_only_cursor_finds_alerts_among_readings_and_passes_the_rest() {
         .expect("count");
     assert_eq!(left, 0);
 }
+
+#[test]
+fn a_stuck_alerts_only_cursor_holds_back_its_alerts_not_the_readings() {
+    // A notification receiver down for days: the cloud has everything, the sink's
+    // cursor stands before its first alert. Readings go, alerts stay; every
+    // upstream's balance holds.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut o = Outbox::open(
+        &path,
+        &OutboxSettings::default(),
+        "gw",
+        &["cloud", "notify:x"],
+    )
+    .expect("open");
+    let mut batch = readings(0, 100);
+    batch.push(alert(100));
+    batch.extend(readings(101, 100));
+    let ids = o.append(&batch).expect("append");
+    // The sink passed the first 50 readings, then failed on its alert.
+    o.ack("notify:x", ids[49]).expect("ack notify");
+    o.ack("cloud", *ids.last().unwrap()).expect("ack cloud");
+    let left: Vec<(i64, i64)> = {
+        let mut st = o
+            .conn
+            .prepare("SELECT id, kind FROM records ORDER BY id")
+            .expect("prepare");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(left, [(ids[100], RecordKind::Alert as i64)]);
+    let balance = |o: &Outbox| {
+        let s = o.stats().expect("stats");
+        for u in &s.upstreams {
+            assert_eq!(
+                s.appended,
+                u.delivered + u.pending + u.dead_lettered + u.unsent_evicted,
+                "{u:?}"
+            );
+        }
+        s
+    };
+    let s = balance(&o);
+    let sink = s
+        .upstreams
+        .iter()
+        .find(|u| u.name == "notify:x")
+        .expect("sink");
+    assert_eq!(sink.pending, 1, "{sink:?}");
+    // The receiver is back: the alert is delivered and leaves.
+    let (alerts, to) = o.peek_alerts("notify:x", 10).expect("peek");
+    assert_eq!(alerts.len(), 1);
+    o.ack("notify:x", to).expect("ack");
+    let s = balance(&o);
+    assert_eq!(s.upstreams.iter().map(|u| u.pending).sum::<u64>(), 0);
+    let n: i64 = o
+        .conn
+        .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, 0);
+}
