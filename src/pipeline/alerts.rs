@@ -41,7 +41,7 @@ pub enum Transition {
     Resolved,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct OpenEpisode {
     episode_us: TimestampUs,
     last_emit_us: TimestampUs,
@@ -53,8 +53,10 @@ struct OpenEpisode {
     recent: std::collections::VecDeque<f64>,
 }
 
-/// The episode state of one channel for one kind of problem.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The episode state of one channel for one kind of problem. Serialisable: the
+/// processor keeps it in the state table at each transition, so an episode open at
+/// a restart still closes (`Processor::take_state`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpisodeTracker {
     /// Last `debounce_m` verdicts, newest in bit 0.
     history: u64,

@@ -14,7 +14,7 @@
 //! Persistence goes through the caller ([`RelativeDetector::to_bytes`]) into the
 //! pipeline's state store, so commissioning resumes after a restart and a learned
 //! baseline is never relearned by accident. The CUSUM is not persisted: after a
-//! restart it starts from 0 (an open alert episode is not persisted either).
+//! restart it starts from 0 (open alert episodes are: `Processor::take_state`).
 
 use super::baseline::{
     top2_score, Commissioning, FeatureSpec, LearnPlan, LearnedBaseline, Offer, Sides, Transform,

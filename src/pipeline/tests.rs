@@ -777,3 +777,108 @@ fn a_scalar_alert_comes_with_its_trend_and_baseline_band() {
     assert!((40.0..120.0).contains(&typical), "{typical}");
     assert!(plot.waveform.is_empty() && plot.marks.is_empty());
 }
+
+#[test]
+fn an_episode_open_at_a_restart_closes_after_it() {
+    // Before: an episode that was open when the gateway stopped never closed (the
+    // trackers lived in memory only), so the cloud kept it open and a stack light
+    // stayed on.
+    let settings = PipelineSettings {
+        clear_windows: 2,
+        ..PipelineSettings::default()
+    };
+    let ch = ChannelId::new("oven", "t1", SensorType::Temperature, "degC");
+    let limits = ChannelLimits {
+        min: Some(-40.0),
+        max: Some(300.0),
+        ..ChannelLimits::default()
+    };
+    let store = MemoryStateStore::new();
+    let start = |store: &MemoryStateStore| {
+        let mut p = Processor::new(
+            &settings,
+            shared(ModelRegistry::empty()),
+            Box::new(store.clone()),
+        );
+        p.register_channel("oven.t1", limits.clone());
+        p
+    };
+    let mut p = start(&store);
+    let mut recs = Vec::new();
+    for (i, v) in [20.0, 999.0, 999.0, 999.0].iter().enumerate() {
+        recs.extend(p.process(&[ch.reading(T0 + i as i64 * 60 * S, Value::Scalar(*v))]));
+        // What the writer commits with each batch.
+        let mut w = store.clone();
+        for (k, v) in p.take_state(true) {
+            crate::pipeline::StateStore::put(&mut w, &k, &v).unwrap();
+        }
+    }
+    let opened = alerts(&recs);
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].state, AlertState::Open);
+    let episode = opened[0].episode_us;
+    drop(p); // killed
+
+    let mut p = start(&store);
+    let mut recs = Vec::new();
+    for (i, v) in [22.0, 23.0, 24.0].iter().enumerate() {
+        recs.extend(p.process(&[ch.reading(T0 + (10 + i as i64) * 60 * S, Value::Scalar(*v))]));
+    }
+    let after = alerts(&recs);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        (
+            after[0].state,
+            after[0].episode_us,
+            after[0].anomaly_type.as_str()
+        ),
+        (AlertState::Resolved, episode, "sensor_out_of_range")
+    );
+}
+
+#[test]
+fn a_baseline_reset_closes_the_open_episode_with_a_resolved_alert() {
+    // A technician resets a channel's baseline after maintenance while its alarm is
+    // open: the episode ends with a `resolved` alert (a stack light goes off), not
+    // silently.
+    let ch = ChannelId::new("line2", "pressure", SensorType::Pressure, "bar");
+    let mut settings = PipelineSettings {
+        rolling_window: super::settings::TimeSpan::from_secs(600.0),
+        ..PipelineSettings::default()
+    };
+    settings.baseline.learn = super::settings::TimeSpan::from_secs(0.0);
+    settings.baseline.samples = 20;
+    settings.baseline.min_samples = 20;
+    let normal = |i: i64| 5.0 + 0.05 * ((i * 7919) % 13) as f64 / 13.0;
+    let mut p = Processor::new(&settings, defaults(), Box::new(MemoryStateStore::new()));
+    let mut recs = Vec::new();
+    for i in 0..50 {
+        let v = if i < 40 { normal(i) } else { 2.0 };
+        recs.extend(p.process(&[ch.reading(T0 + i * 10 * S, Value::Scalar(v))]));
+    }
+    let opened = alerts(&recs);
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0].state, AlertState::Open);
+    assert_eq!(p.reset_baselines("line2"), ["line2.pressure"]);
+    let recs = p.process(&[ch.reading(T0 + 500 * S, Value::Scalar(normal(50)))]);
+    let closed = alerts(&recs);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(
+        (
+            closed[0].state,
+            closed[0].episode_us,
+            closed[0].anomaly_type.as_str()
+        ),
+        (
+            AlertState::Resolved,
+            opened[0].episode_us,
+            "pressure_anomaly"
+        )
+    );
+    assert_eq!(closed[0].evidence["reason"], "baseline_reset");
+    assert!(
+        closed[0].description.contains("baseline reset"),
+        "{}",
+        closed[0].description
+    );
+}

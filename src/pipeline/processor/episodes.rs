@@ -391,6 +391,10 @@ impl Processor {
     /// Counts, logs (info: operators must see alerts in the log) and emits an alert.
     pub(super) fn emit_alert(&mut self, a: AlertRecord, out: &mut Vec<Record>) {
         self.counters.alerts += 1;
+        // Its trackers go into the state table with this alert.
+        if !self.touched_episodes.contains(&a.sensor_id) {
+            self.touched_episodes.insert(a.sensor_id.clone());
+        }
         let what = match (a.state, a.evidence.get("escalated_from_severity").is_some()) {
             (AlertState::Open, _) => "Alert opened",
             (AlertState::Update, true) => "Alert escalated",

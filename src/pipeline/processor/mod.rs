@@ -186,6 +186,24 @@ pub struct Processor {
     redelivering: bool,
     /// Channels whose windower took waveform samples since then.
     touched_windows: HashSet<Arc<str>>,
+    /// Channels whose alert episodes moved (an alert was made) since then.
+    touched_episodes: HashSet<String>,
+    /// Alerts made outside a batch (a baseline reset closing an open episode), sent
+    /// with the next batch's records.
+    pending_alerts: Vec<AlertRecord>,
+}
+
+/// The five episode trackers of a channel as the state table keeps them
+/// (`episodes/<sensor_id>`, MessagePack), written in the transaction of the alert
+/// that moved them: an episode open when the gateway stopped is still open after
+/// the restart, and closes with a `resolved` alert like any other.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredEpisodes {
+    model: EpisodeTracker,
+    state: EpisodeTracker,
+    iso: EpisodeTracker,
+    stuck: EpisodeTracker,
+    range: EpisodeTracker,
 }
 
 impl std::fmt::Debug for Processor {
@@ -225,6 +243,8 @@ impl Processor {
             stored_summaries: HashMap::new(),
             redelivering: false,
             touched_windows: HashSet::new(),
+            touched_episodes: HashSet::new(),
+            pending_alerts: Vec::new(),
         }
     }
 
@@ -263,6 +283,22 @@ impl Processor {
             }
             match rmp_serde::to_vec(&w.state()) {
                 Ok(bytes) => out.push((window_key(&id), bytes)),
+                Err(_) => self.counters.state_errors += 1,
+            }
+        }
+        for id in std::mem::take(&mut self.touched_episodes) {
+            let Some(ch) = self.channels.get(id.as_str()) else {
+                continue;
+            };
+            let stored = StoredEpisodes {
+                model: ch.model_episode.clone(),
+                state: ch.state_episode.clone(),
+                iso: ch.iso_episode.clone(),
+                stuck: ch.stuck_episode.clone(),
+                range: ch.range_episode.clone(),
+            };
+            match rmp_serde::to_vec(&stored) {
+                Ok(bytes) => out.push((episodes_key(&id), bytes)),
                 Err(_) => self.counters.state_errors += 1,
             }
         }
@@ -372,6 +408,9 @@ impl Processor {
 
     /// Like [`Processor::process`], appending to `out`.
     pub fn process_into(&mut self, readings: &[Reading], out: &mut Vec<Record>) {
+        for a in std::mem::take(&mut self.pending_alerts) {
+            self.emit_alert(a, out);
+        }
         for r in readings {
             if !self.touched.contains(&r.device) {
                 self.touched.insert(r.device.clone());
@@ -496,6 +535,23 @@ impl Processor {
                     None
                 }
             };
+            // Episodes open when the gateway last stopped.
+            let episodes = match self.state.get(&episodes_key(&r.sensor_id)) {
+                Ok(Some(bytes)) => rmp_serde::from_slice::<StoredEpisodes>(&bytes).ok(),
+                Ok(None) => None,
+                Err(e) => {
+                    self.counters.state_errors += 1;
+                    tracing::warn!(sensor = %r.sensor_id, error = %format!("{e:#}"), "Cannot load a channel's alert episodes.");
+                    None
+                }
+            };
+            let episodes = episodes.unwrap_or(StoredEpisodes {
+                model: EpisodeTracker::new(),
+                state: EpisodeTracker::new(),
+                iso: EpisodeTracker::new(),
+                stuck: EpisodeTracker::new(),
+                range: EpisodeTracker::new(),
+            });
             self.channels.insert(
                 r.sensor_id.clone(),
                 Box::new(ChannelState {
@@ -506,11 +562,11 @@ impl Processor {
                     time_window: None,
                     relative: None,
                     envelope: None,
-                    model_episode: EpisodeTracker::new(),
-                    state_episode: EpisodeTracker::new(),
-                    iso_episode: EpisodeTracker::new(),
-                    stuck_episode: EpisodeTracker::new(),
-                    range_episode: EpisodeTracker::new(),
+                    model_episode: episodes.model,
+                    state_episode: episodes.state,
+                    iso_episode: episodes.iso,
+                    stuck_episode: episodes.stuck,
+                    range_episode: episodes.range,
                     summary,
                     errors: ChannelErrors::default(),
                     last_scored_us: None,
@@ -591,6 +647,11 @@ struct StoredBucket<S> {
 /// State key of a device's open summary buckets (replaces [`summary_key`]).
 fn device_summary_key(device: &str, interval_secs: u32) -> String {
     format!("summaries/{interval_secs}/{device}")
+}
+
+/// State key of a channel's alert episodes ([`StoredEpisodes`]).
+fn episodes_key(sensor_id: &str) -> String {
+    format!("episodes/{sensor_id}")
 }
 
 /// State key of a channel's windower (samples short of a full window).

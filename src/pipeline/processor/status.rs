@@ -170,8 +170,40 @@ impl Processor {
             }
             if let Some(r) = &mut ch.relative {
                 r.reset();
+                // An open episode ends here, said upstream and to the notification
+                // sinks like any other end (a stack light goes off), not dropped.
+                let now = crate::record::now_us();
+                for (tracker, anomaly_type) in [
+                    (&ch.model_episode, alerts::anomaly_type(ch.id.sensor_type)),
+                    (&ch.state_episode, alerts::STATE_CHANGED.to_string()),
+                ] {
+                    let Some(episode_us) = tracker.episode_us() else {
+                        continue;
+                    };
+                    let alert = alerts::make_alert(
+                        &ch.id,
+                        AlertState::Resolved,
+                        episode_us,
+                        now.max(episode_us),
+                        alerts::AlertContent {
+                            anomaly_type: anomaly_type.to_string(),
+                            confidence: tracker.peak_confidence(),
+                            description: format!(
+                                "{} on {}: the episode ends with a baseline reset; the channel learns its healthy state again.",
+                                anomaly_type, ch.id.sensor_id
+                            ),
+                            evidence: serde_json::json!({
+                                "reason": "baseline_reset",
+                                "episode_start": crate::record::format_rfc3339(episode_us),
+                                "peak_confidence": tracker.peak_confidence(),
+                            }),
+                        },
+                    );
+                    self.pending_alerts.push(alert);
+                }
                 ch.model_episode = EpisodeTracker::new();
                 ch.state_episode = EpisodeTracker::new();
+                self.touched_episodes.insert(ch.id.sensor_id.to_string());
                 let key = baseline_key(&ch.id.sensor_id, ch.is_waveform);
                 if let Err(e) = self.state.put(&key, &r.to_bytes()) {
                     self.counters.state_errors += 1;
