@@ -59,6 +59,30 @@ pub(super) fn check_config(
             );
         }
     }
+    // The same for the notification sinks' secrets: such a sink retries (and its
+    // notifications wait) until the secret can be read.
+    for (name, sink) in &c.notify.sinks {
+        let secret = match sink {
+            crate::notify::SinkConfig::Webhook(w) => w.token.as_ref().map(|t| ("token", t)),
+            crate::notify::SinkConfig::Smtp(m) => m.password.as_ref().map(|p| ("password", p)),
+            _ => None,
+        };
+        if let Some((field, secret)) = secret {
+            if let Err(e) = secret.resolve() {
+                diags.push(
+                    file.diag(
+                        &root
+                            .join("notify")
+                            .join("sinks")
+                            .join(name.as_str())
+                            .join(field),
+                        format!("{e}: this sink's notifications will wait until it can be read"),
+                    )
+                    .warning(),
+                );
+            }
+        }
+    }
     for d in c.pipeline.deprecations() {
         let (field, msg) = d.split_once(": ").unwrap_or(("-", d.as_str()));
         let mut path = FieldPath::root();
