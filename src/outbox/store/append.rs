@@ -183,8 +183,16 @@ impl Outbox {
             .map_err(|e| AppendError::Sqlite("measuring size", e))?;
         // Evict before the disk fills, not after: a full disk can leave SQLite unable
         // to checkpoint its WAL or even to delete. Free pages inside the file are room.
+        // An eviction round deletes in this one transaction, and its pages go to the
+        // WAL first: on a tight disk the round must fit in what is free, or it can
+        // never commit and the outbox neither evicts nor accepts (the one-hour worst
+        // day stopped so, twice: 2 % of a 730 MB file is 15 MB, the reserve 6 MB).
+        let mut round_cap = u64::MAX;
         let limit = match evict::disk_space(&self.path) {
             Some((free, total)) => {
+                if free < evict::TIGHT_DISK_BYTES {
+                    round_cap = (free / 4).max(64 * 1024);
+                }
                 let tight = free < evict::TIGHT_DISK_BYTES;
                 if tight != self.tight_wal {
                     // A small WAL on a tight disk, so the reserve suffices.
@@ -228,7 +236,11 @@ impl Outbox {
                     .sum();
                 // The slack only for the batch's least important records: room freed
                 // by evicting alerts is not left over for the batch's readings.
-                let slack = if p == lowest { limit / 50 } else { 0 };
+                let slack = if p == lowest {
+                    (limit / 50).min(round_cap)
+                } else {
+                    0
+                };
                 let target = limit.saturating_sub(need + slack);
                 let round = evict::evict_for_space(&tx, page_size, target, avg_row, p)
                     .map_err(|e| AppendError::Sqlite("evicting for space", e))?;
