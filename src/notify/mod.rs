@@ -277,7 +277,7 @@ impl NotifySink {
 
     /// The cursor name of sink `name`.
     pub fn cursor_name(name: &str) -> String {
-        format!("notify:{name}")
+        format!("{}{name}", crate::outbox::ALERTS_ONLY_PREFIX)
     }
 
     fn routed(&self, alert: &AlertRecord) -> bool {
@@ -298,7 +298,7 @@ async fn send(transport: &mut Transport, n: &Notification<'_>) -> Result<(), Sen
         Transport::Mqtt(client, cfg) => {
             let topic = template::render(
                 &cfg.topic,
-                |f| topic_safe(&n.field(f)),
+                |f| crate::upstream::mqtt::topic_safe(&n.field(f)),
                 template::Escape::None,
             );
             let payload = match &cfg.template {
@@ -313,13 +313,6 @@ async fn send(transport: &mut Transport, n: &Notification<'_>) -> Result<(), Sen
         Transport::Smtp(s) => s.send(n).await,
         Transport::Modbus(_) => Ok(()),
     }
-}
-
-/// `+`, `#` and `/` in a value would change a topic's meaning.
-fn topic_safe(v: &str) -> String {
-    v.chars()
-        .map(|c| if matches!(c, '+' | '#' | '/') { '_' } else { c })
-        .collect()
 }
 
 impl Sink for NotifySink {
@@ -522,11 +515,6 @@ pub fn build(
         metrics,
         last_suppressed_log: None,
     })
-}
-
-/// Whether a cursor name is a notification sink's.
-pub fn is_notify_cursor(name: &str) -> bool {
-    name.starts_with("notify:")
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use super::config::WebhookSink;
 use super::{template, Notification, SendError};
 use crate::config::upstreams::Delivery;
 use crate::upstream::UpstreamError;
-use std::time::Duration;
 
 pub(super) struct Webhook {
     cfg: WebhookSink,
@@ -30,21 +29,14 @@ impl Webhook {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let config_err = |detail: String| {
-            SendError::Retry(UpstreamError::Config {
-                upstream: UPSTREAM,
-                detail,
-            })
-        };
-        let tls = crate::upstream::tls::client_config(self.cfg.ca_file.as_deref())
-            .map_err(|e| config_err(e.to_string()))?;
-        let c = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(Duration::from_millis(self.delivery.timeout_ms.max(100)))
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("edgegw/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))?;
+        let c =
+            crate::upstream::http::client(self.cfg.ca_file.as_deref(), self.delivery.timeout_ms)
+                .map_err(|detail| {
+                    SendError::Retry(UpstreamError::Config {
+                        upstream: UPSTREAM,
+                        detail,
+                    })
+                })?;
         self.client = Some(c.clone());
         Ok(c)
     }

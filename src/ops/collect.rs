@@ -210,7 +210,10 @@ fn upstreams(live: &Live, out: &mut Exposition) {
     // Local notification sinks (upstreams named `notify:<sink>`).
     let sinks: Vec<(&str, &crate::upstream::MetricsSnapshot)> = snapshots
         .iter()
-        .filter_map(|(n, s)| n.strip_prefix("notify:").map(|sink| (sink, s)))
+        .filter_map(|(n, s)| {
+            n.strip_prefix(crate::outbox::ALERTS_ONLY_PREFIX)
+                .map(|sink| (sink, s))
+        })
         .collect();
     if sinks.is_empty() {
         return;

@@ -34,7 +34,7 @@ pub use schema::OpenCheck;
 pub use settings::{FullPolicy, OutboxSettings, SyncMode};
 pub(crate) use state_store::OutboxState;
 pub use stats::{DumpLine, OutboxStats, UpstreamStats};
-pub use store::{DeadLetter, Outbox};
+pub use store::{DeadLetter, Outbox, ALERTS_ONLY_PREFIX};
 pub use writer::{run_writer, OutboxBatch, WriterReport};
 
 /// Encodes a record's payload as the outbox stores it (for size measurements in

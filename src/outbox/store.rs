@@ -633,7 +633,7 @@ pub(super) fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
 
 /// Cursors named so take alerts only (local notification sinks, `crate::notify`):
 /// no other record waits for them.
-pub(crate) const ALERTS_ONLY_PREFIX: &str = "notify:";
+pub const ALERTS_ONLY_PREFIX: &str = "notify:";
 
 /// Deletes what every upstream that needs it has acknowledged: an alert once every
 /// cursor passed it, any other record once every cursor but the alerts-only ones

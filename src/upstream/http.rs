@@ -44,6 +44,22 @@ pub struct HttpSink {
     pace: TokenBucket,
 }
 
+/// The HTTP client of an upstream or a webhook: our rustls (with `ca_file` besides
+/// the system's roots), `timeout_ms` per request (100 ms at least), 10 s to connect.
+pub(crate) fn client(
+    ca_file: Option<&std::path::Path>,
+    timeout_ms: u64,
+) -> Result<reqwest::Client, String> {
+    let tls = super::tls::client_config(ca_file).map_err(|e| e.to_string())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_millis(timeout_ms.max(100)))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("edgegw/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 impl HttpSink {
     pub fn new(cfg: HttpUpstream, gateway: &str) -> HttpSink {
         let endpoint = format!("{}{}", cfg.url.trim_end_matches('/'), INGEST_PATH);
@@ -75,17 +91,8 @@ impl HttpSink {
             self.api_key = Some(key);
         }
         if self.client.is_none() {
-            let tls = super::tls::client_config(self.cfg.ca_file.as_deref())
-                .map_err(|e| self.config_error(e.to_string()))?;
-            let client = reqwest::Client::builder()
-                .tls_backend_preconfigured(tls)
-                .timeout(Duration::from_millis(
-                    self.cfg.delivery().timeout_ms.max(100),
-                ))
-                .connect_timeout(Duration::from_secs(10))
-                .user_agent(concat!("edgegw/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| self.config_error(format!("cannot build the HTTP client: {e}")))?;
+            let client = client(self.cfg.ca_file.as_deref(), self.cfg.delivery().timeout_ms)
+                .map_err(|e| self.config_error(e))?;
             self.client = Some(client);
         }
         match (&self.client, &self.api_key) {

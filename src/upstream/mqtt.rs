@@ -59,14 +59,18 @@ pub struct MqttSink {
 /// Fills a topic template. `+`, `#` and `/` in a sensor id would change the topic's
 /// meaning, so they become `_`.
 pub fn topic_for(template: &str, gateway: &str, kind: RecordKind, sensor_id: &str) -> String {
-    let safe: String = sensor_id
-        .chars()
-        .map(|c| if matches!(c, '+' | '#' | '/') { '_' } else { c })
-        .collect();
+    let safe = topic_safe(sensor_id);
     template
         .replace("{gateway}", gateway)
         .replace("{kind}", kind.as_str())
         .replace("{sensor_id}", &safe)
+}
+
+/// `v` with `+`, `#` and `/` (which would change a topic's meaning) made `_`.
+pub fn topic_safe(v: &str) -> String {
+    v.chars()
+        .map(|c| if matches!(c, '+' | '#' | '/') { '_' } else { c })
+        .collect()
 }
 
 impl MqttSink {
