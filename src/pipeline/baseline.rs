@@ -136,13 +136,25 @@ pub struct Commissioning {
 }
 
 /// Commissioning samples: rows of equal width stored in one flat allocation, not one
-/// per sample (a plant gateway learns thousands of channels at once: 200 rows of 4
-/// features take 6.4 kB this way, about 14 kB as a `Vec` per row). Serialised as a
-/// list of rows, as before; rows of unequal width do not deserialise.
+/// per sample (a plant gateway learns thousands of channels at once).
+///
+/// Each value is held as an `f32` offset from its column's reference, the column's
+/// first finite value, kept as `f64`: 200 rows of 4 features take 3.2 kB (6.4 kB as
+/// `f64`, about 14 kB as a `Vec` per row). The offset keeps the precision where it
+/// matters: a reading of 1,000,000,123.4 that varies by tenths keeps its tenths,
+/// where a plain `f32` would round it to 64. The error is 6e-8 of a sample's distance
+/// from the first one, far below any baseline's spread. A non-finite offset (a value
+/// beyond `f32` of the reference, ~3e38) is held as NaN, a missing feature.
+///
+/// Serialised as a list of rows of absolute `f64` values, as before (a state written
+/// by an older version loads; the first finite value of a column, the reference, comes
+/// back exactly); rows of unequal width do not deserialise.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Rows {
     width: usize,
-    data: Vec<f64>,
+    /// Per column: the first finite value, NaN until there is one.
+    refs: Vec<f64>,
+    data: Vec<f32>,
 }
 
 impl Rows {
@@ -160,8 +172,14 @@ impl Rows {
         self.width
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &[f64]> {
-        self.data.chunks_exact(self.width.max(1))
+    /// All values, row after row, as `f64` (NaN for a missing feature).
+    pub fn to_f64(&self) -> Vec<f64> {
+        let w = self.width.max(1);
+        self.data
+            .iter()
+            .enumerate()
+            .map(|(i, d)| self.refs[i % w] + f64::from(*d))
+            .collect()
     }
 
     /// Appends a row; the first row sets the width, later rows of another width are
@@ -170,14 +188,23 @@ impl Rows {
         if row.is_empty() || (self.width != 0 && row.len() != self.width) {
             return false;
         }
-        self.width = row.len();
+        if self.width == 0 {
+            self.width = row.len();
+            self.refs = vec![f64::NAN; row.len()];
+        }
         if self.data.len() == self.data.capacity() {
             let rows = self.len();
             let want = (2 * rows).max(8).min(max_rows.max(rows + 1));
             self.data
                 .reserve_exact((want.max(rows + 1) - rows) * self.width);
         }
-        self.data.extend_from_slice(row);
+        for (v, r) in row.iter().zip(self.refs.iter_mut()) {
+            if r.is_nan() && v.is_finite() {
+                *r = *v;
+            }
+            let d = (v - *r) as f32;
+            self.data.push(if d.is_finite() { d } else { f32::NAN });
+        }
         true
     }
 }
@@ -194,7 +221,8 @@ impl From<Vec<Vec<f64>>> for Rows {
 
 impl Serialize for Rows {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
+        let values = self.to_f64();
+        s.collect_seq(values.chunks_exact(self.width.max(1)))
     }
 }
 
@@ -305,7 +333,8 @@ impl Commissioning {
 
     /// The baseline these samples give.
     pub fn learn(&self, specs: &[FeatureSpec], learned_us: TimestampUs) -> LearnedBaseline {
-        let rows: Vec<&[f64]> = self.rows.iter().collect();
+        let values = self.rows.to_f64();
+        let rows: Vec<&[f64]> = values.chunks_exact(self.rows.width().max(1)).collect();
         LearnedBaseline::from_rows(specs, &rows, self.started_us, learned_us)
     }
 }
@@ -510,6 +539,77 @@ mod tests {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((x >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    }
+
+    #[test]
+    fn samples_are_held_as_f32_offsets_without_losing_a_large_reading_s_decimals() {
+        // A totaliser-like value near 1e9 that moves by tenths: as plain f32 every
+        // sample would round to a multiple of 64; as offsets from the first sample
+        // the baseline equals the one learned from the f64 values.
+        let raw: Vec<Vec<f64>> = (0..200u64)
+            .map(|i| vec![1.0 + noise(i), 1_000_000_123.4 + noise(i + 1000)])
+            .collect();
+        let rows = Rows::from(raw.clone());
+        assert_eq!(rows.data.capacity() * 4, 200 * 2 * 4, "4 bytes a value");
+        let back = rows.to_f64();
+        for (got, want) in back.iter().zip(raw.iter().flatten()) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        let plain = f64::from(raw[1][1] as f32);
+        assert!(
+            (plain - raw[1][1]).abs() > 1.0,
+            "plain f32 would lose it: {plain}"
+        );
+        let exact = LearnedBaseline::from_rows(&SPECS, &raw, 0, 1);
+        let held: Vec<&[f64]> = back.chunks_exact(2).collect();
+        let learned = LearnedBaseline::from_rows(&SPECS, &held, 0, 1);
+        // The same within a millionth of the baseline's spread: no z value moves.
+        for j in 0..2 {
+            let (m, e, s) = (learned.median[j], exact.median[j], exact.scale[j]);
+            assert!(
+                (m - e).abs() < 1e-6 * s,
+                "median {j}: {m} vs {e} (scale {s})"
+            );
+            let ls = learned.scale[j];
+            assert!((ls - s).abs() < 1e-6 * s, "scale {j}: {ls} vs {s}");
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_through_the_state_format_and_keep_missing_features() {
+        // A feature missing in the first rows (NaN) takes its reference later.
+        let mut raw: Vec<Vec<f64>> = (0..50u64)
+            .map(|i| vec![f64::NAN, 20.0 + noise(i)])
+            .collect();
+        raw.extend((0..50u64).map(|i| vec![3.0 + noise(i + 7), 20.0 + noise(i + 99)]));
+        let rows = Rows::from(raw.clone());
+        let bytes = rmp_serde::to_vec(&rows).unwrap();
+        // The stored form is the list of absolute rows an older version wrote...
+        let stored: Vec<Vec<f64>> = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(stored.len(), 100);
+        assert!(stored[..50].iter().all(|r| r[0].is_nan()));
+        assert_eq!(
+            stored[50][0], raw[50][0],
+            "the reference comes back exactly"
+        );
+        // ...and loads back to the same rows.
+        let again: Rows = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(again.to_f64().len(), 200);
+        for (a, b) in again.to_f64().iter().zip(rows.to_f64()) {
+            assert!(
+                a.to_bits() == b.to_bits() || (a - b).abs() < 1e-12,
+                "{a} vs {b}"
+            );
+        }
+        let older: Rows = rmp_serde::from_slice(&rmp_serde::to_vec(&raw).unwrap()).unwrap();
+        assert_eq!(older.len(), 100);
+        // A value beyond f32's range from its reference is a missing feature.
+        let mut wild = Rows::default();
+        assert!(wild.push(&[1.0, 1.0], 4));
+        assert!(wild.push(&[1e300, 2.0], 4));
+        assert!(wild.to_f64()[2].is_nan());
+        assert_eq!(wild.to_f64()[3], 2.0);
+        assert!(!wild.push(&[1.0], 4), "a row of another width is refused");
     }
 
     #[test]

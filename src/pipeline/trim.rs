@@ -1,10 +1,10 @@
 //! Giving memory back after commissioning.
 //!
 //! During its learning period each channel keeps its commissioning samples (up to 200
-//! rows of features, ~6 kB); when the baseline is learned they are freed. glibc's
-//! malloc keeps freed memory in its arenas, so without a trim a W500 gateway's RSS
-//! stays at its commissioning peak for good (`examples/channel_state.rs`: 173 MB RSS
-//! for 52 MB of live heap after learning). [`Trimmer`] asks malloc to return free
+//! rows of features, ~3 kB for a scalar channel); when the baseline is learned they are
+//! freed. glibc's malloc keeps freed memory in its arenas, so without a trim a W500
+//! gateway's RSS stays at its commissioning peak for good (`examples/channel_state.rs`:
+//! 173 MB RSS for 52 MB of live heap after learning). [`Trimmer`] asks malloc to return free
 //! memory to the kernel (`malloc_trim`) when baselines were learned since the last
 //! trim, at most once per [`MIN_INTERVAL`]: a few milliseconds of one thread, a few
 //! times a day in practice. Other C libraries (musl) and systems: nothing to do.
