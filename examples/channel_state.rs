@@ -8,7 +8,8 @@
 //! a fixed cadence of *reading* time (default one per minute) through a real
 //! `Processor` with the default pipeline settings and the shipped models, and prints
 //! the live heap (exact, from a counting allocator) and the process RSS every few
-//! hours of reading time: learning, then learned, then steady.
+//! hours of reading time: learning, then learned, then steady; and the bytes the
+//! baseline states would write to the state store (the learning samples).
 //!
 //! Usage: channel_state [CHANNELS] [HOURS] [CADENCE_S]   (defaults 15000 48 60)
 
@@ -43,13 +44,18 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// Keeps nothing: the daemon's state store is the outbox's SQLite table, not memory.
+/// Counts what would be written to it (baseline states: the learning samples).
 struct Discard;
+static PUT_BYTES: AtomicUsize = AtomicUsize::new(0);
+static PUTS: AtomicUsize = AtomicUsize::new(0);
 
 impl StateStore for Discard {
     fn get(&mut self, _key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(None)
     }
-    fn put(&mut self, _key: &str, _value: &[u8]) -> anyhow::Result<()> {
+    fn put(&mut self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        PUT_BYTES.fetch_add(key.len() + value.len(), Ordering::Relaxed);
+        PUTS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -102,8 +108,8 @@ fn main() -> anyhow::Result<()> {
         "{channels} channels, one reading each every {cadence_s} s of reading time, {hours} h"
     );
     println!(
-        "{:>6} {:>12} {:>14} {:>10}",
-        "hour", "heap (kB)", "heap/channel", "RSS (kB)"
+        "{:>6} {:>12} {:>14} {:>10} {:>16} {:>12}",
+        "hour", "heap (kB)", "heap/channel", "RSS (kB)", "state put (kB)", "state puts"
     );
     let t0 = std::time::Instant::now();
     // As the daemon's processor thread does (`EDGEGW_NO_TRIM=1`: without, to compare).
@@ -128,11 +134,13 @@ fn main() -> anyhow::Result<()> {
             let _ = p.take_state(false);
             let heap = LIVE.load(Ordering::Relaxed).saturating_sub(heap0);
             println!(
-                "{:>6} {:>12} {:>14} {:>10}",
+                "{:>6} {:>12} {:>14} {:>10} {:>16} {:>12}",
                 step * cadence_s / 3600,
                 heap / 1024,
                 heap / channels,
-                rss_kb()
+                rss_kb(),
+                PUT_BYTES.load(Ordering::Relaxed) / 1024,
+                PUTS.load(Ordering::Relaxed)
             );
         }
     }
