@@ -58,6 +58,9 @@ impl StateStore for Discard {
         PUTS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+    fn delete(&mut self, _key: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 fn rss_kb() -> u64 {

@@ -10,15 +10,25 @@
 use crate::outbox::{Outbox, OutboxError};
 use crate::pipeline::alerts::fmt_num;
 use crate::pipeline::processor::{human_duration_us, selects, RESET_REQUESTS_KEY};
-use crate::pipeline::relative::BaselineState;
+use crate::pipeline::relative::{load_state, rows_key, BaselineState};
 use crate::record::format_rfc3339;
 use std::fmt::Write as _;
 use std::path::Path;
 
 const PREFIX: &str = "baseline/v2/";
 
-/// One stored baseline: (sensor id, "window" | "scalar", state).
-fn stored(o: &Outbox) -> Result<Vec<(String, String, Option<BaselineState>)>, OutboxError> {
+/// One stored baseline.
+struct Stored {
+    sensor: String,
+    /// "window" | "scalar".
+    kind: String,
+    /// The whole state, a learning one with the samples of its chunks.
+    state: Option<BaselineState>,
+    /// Chunks of learning samples stored under their own keys.
+    chunks: usize,
+}
+
+fn stored(o: &Outbox) -> Result<Vec<Stored>, OutboxError> {
     let mut out = Vec::new();
     for key in o.state_keys(PREFIX)? {
         let Some(rest) = key.strip_prefix(PREFIX) else {
@@ -27,11 +37,24 @@ fn stored(o: &Outbox) -> Result<Vec<(String, String, Option<BaselineState>)>, Ou
         let Some((kind, sensor)) = rest.split_once('/') else {
             continue;
         };
-        let state = o
-            .get_state(&key)?
-            .and_then(|b| serde_json::from_slice::<Option<BaselineState>>(&b).ok())
-            .flatten();
-        out.push((sensor.to_string(), kind.to_string(), state));
+        let (state, chunks) = match o.get_state(&key)? {
+            Some(main) => {
+                let mut get = |k: &str| o.get_state(k).ok().flatten();
+                match load_state(&key, &main, &mut get) {
+                    Ok(Some((s, n))) => (Some(s), n),
+                    Ok(None) => (None, 0),
+                    // Incomplete chunks: shown as not learning (the daemon learns again).
+                    Err(_) => (None, 0),
+                }
+            }
+            None => (None, 0),
+        };
+        out.push(Stored {
+            sensor: sensor.to_string(),
+            kind: kind.to_string(),
+            state,
+            chunks,
+        });
     }
     Ok(out)
 }
@@ -50,7 +73,13 @@ pub fn status_text(path: &Path, now_us: i64) -> Result<String, OutboxError> {
             path.display()
         );
     }
-    for (sensor, kind, state) in all {
+    for Stored {
+        sensor,
+        kind,
+        state,
+        ..
+    } in all
+    {
         match state {
             None => {
                 let _ = writeln!(
@@ -122,10 +151,20 @@ pub fn reset(path: &Path, selector: &str) -> Result<String, OutboxError> {
 pub fn reset_in(o: &mut Outbox, selector: &str) -> Result<String, OutboxError> {
     let mut out = String::new();
     let mut n = 0;
-    for (sensor, kind, _) in stored(o)? {
+    for Stored {
+        sensor,
+        kind,
+        chunks,
+        ..
+    } in stored(o)?
+    {
         let device = sensor.rsplit_once('.').map_or(sensor.as_str(), |(d, _)| d);
         if selects(selector, device, &sensor) {
-            o.put_state(&format!("{PREFIX}{kind}/{sensor}"), b"null")?;
+            let key = format!("{PREFIX}{kind}/{sensor}");
+            o.put_state(&key, b"null")?;
+            for i in 0..chunks {
+                o.delete_state(&rows_key(&key, i))?;
+            }
             let _ = writeln!(out, "reset {sensor} ({kind})");
             n += 1;
         }
@@ -152,4 +191,46 @@ pub fn reset_in(o: &mut Outbox, selector: &str) -> Result<String, OutboxError> {
         "a running gateway applies the reset within a few seconds; the channels then learn their healthy state again"
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OutboxSettings;
+    use crate::pipeline::baseline::LearnPlan;
+    use crate::pipeline::relative::{RelativeDetector, SCALAR_SPECS};
+
+    #[test]
+    fn status_counts_the_samples_of_every_chunk_and_reset_removes_the_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let mut o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).unwrap();
+        let plan = LearnPlan {
+            duration_us: 0,
+            samples: 200,
+            min_samples: 200,
+        };
+        let key = format!("{PREFIX}scalar/pump1.temp");
+        let mut d = RelativeDetector::new(&SCALAR_SPECS, 4, plan, None);
+        for i in 0..45 {
+            let v = 40.0 + (i % 3) as f64;
+            d.observe(i, &[v, v, 0.2, 0.0], true);
+            for (k, v) in d.to_save(&key, i, 0, false) {
+                o.put_state(&k, &v.expect("no deletes while learning"))
+                    .unwrap();
+            }
+        }
+        assert_eq!(o.state_keys("baseline-rows/").unwrap().len(), 2);
+        drop(o);
+        let text = status_text(&path, 45).unwrap();
+        assert!(
+            text.contains("pump1.temp (scalar): LEARNING") && text.contains("45 samples"),
+            "{text}"
+        );
+        let mut o = Outbox::open(&path, &OutboxSettings::default(), "gw", &["a"]).unwrap();
+        let out = reset_in(&mut o, "pump1").unwrap();
+        assert!(out.contains("reset pump1.temp (scalar)"), "{out}");
+        assert!(o.state_keys("baseline-rows/").unwrap().is_empty());
+        assert_eq!(o.get_state(&key).unwrap().as_deref(), Some(&b"null"[..]));
+    }
 }

@@ -17,4 +17,8 @@ impl StateStore for OutboxState {
     fn put(&mut self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         Ok(self.0.blocking(|o| o.put_state(key, value))?)
     }
+
+    fn delete(&mut self, key: &str) -> anyhow::Result<()> {
+        Ok(self.0.blocking(|o| o.delete_state(key))?)
+    }
 }

@@ -600,6 +600,15 @@ impl Outbox {
             .map_err(|e| self.err("listing state", e))
     }
 
+    /// Removes a key of the key-value state table (nothing when it is not there).
+    pub fn delete_state(&mut self, key: &str) -> Result<(), OutboxError> {
+        self.writable()?;
+        self.conn
+            .execute("DELETE FROM state WHERE key = ?1", params![key])
+            .map(|_| ())
+            .map_err(|e| self.err("deleting state", e))
+    }
+
     /// Stores a value in the key-value state table (replacing any previous one).
     pub fn put_state(&mut self, key: &str, value: &[u8]) -> Result<(), OutboxError> {
         self.writable()?;

@@ -133,6 +133,16 @@ pub struct Commissioning {
     /// Raw feature values (before the transform), one row per sample. NaN marks a
     /// feature that does not exist for this channel (a band above its Nyquist).
     pub rows: Rows,
+    /// In the stored form only (0 in memory): how many chunks of
+    /// [`super::relative::LEARN_CHUNK_ROWS`] rows come before `rows`, each stored once
+    /// under its own key ([`super::relative::rows_key`]), so that a day of learning
+    /// does not write every sample again with each new one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Commissioning samples: rows of equal width stored in one flat allocation, not one
@@ -149,7 +159,7 @@ pub struct Commissioning {
 /// Serialised as a list of rows of absolute `f64` values, as before (a state written
 /// by an older version loads; the first finite value of a column, the reference, comes
 /// back exactly); rows of unequal width do not deserialise.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Rows {
     width: usize,
     /// Per column: the first finite value, NaN until there is one.
@@ -182,6 +192,18 @@ impl Rows {
             .collect()
     }
 
+    /// Rows `start..end` (clamped to the rows there are), on the same references: each
+    /// value is exactly the one these rows hold (and serialise).
+    pub fn sub(&self, start: usize, end: usize) -> Rows {
+        let w = self.width;
+        let end = end.min(self.len());
+        Rows {
+            width: w,
+            refs: self.refs.clone(),
+            data: self.data[start.min(end) * w..end * w].to_vec(),
+        }
+    }
+
     /// Appends a row; the first row sets the width, later rows of another width are
     /// refused (returns false). Grows by doubling up to `max_rows`, then exactly.
     pub fn push(&mut self, row: &[f64], max_rows: usize) -> bool {
@@ -209,6 +231,17 @@ impl Rows {
     }
 }
 
+/// Equal when every value is the same, bit for bit (NaN, a missing feature, equals
+/// itself).
+impl PartialEq for Rows {
+    fn eq(&self, other: &Rows) -> bool {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        self.width == other.width
+            && self.data.len() == other.data.len()
+            && bits(&self.to_f64()) == bits(&other.to_f64())
+    }
+}
+
 impl From<Vec<Vec<f64>>> for Rows {
     fn from(rows: Vec<Vec<f64>>) -> Rows {
         let mut out = Rows::default();
@@ -228,10 +261,14 @@ impl Serialize for Rows {
 
 impl<'de> Deserialize<'de> for Rows {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rows, D::Error> {
-        let rows = Vec::<Vec<f64>>::deserialize(d)?;
+        // JSON writes NaN (a missing feature) as null: read it back as NaN.
+        let rows = Vec::<Vec<Option<f64>>>::deserialize(d)?;
         let mut out = Rows::default();
+        let mut row = Vec::new();
         for r in &rows {
-            if !out.push(r, rows.len()) {
+            row.clear();
+            row.extend(r.iter().map(|v| v.unwrap_or(f64::NAN)));
+            if !out.push(&row, rows.len()) {
                 return Err(serde::de::Error::custom(
                     "commissioning rows of unequal width",
                 ));
@@ -262,6 +299,7 @@ impl Commissioning {
             min_samples: plan.min_samples.clamp(2, plan.samples.max(2)),
             last_slot: -1,
             rows: Rows::default(),
+            chunks: 0,
         }
     }
 
@@ -345,14 +383,26 @@ pub struct LearnedBaseline {
     pub features: Vec<String>,
     pub transforms: Vec<Transform>,
     pub sides: Vec<Sides>,
-    /// Median of the transformed values; NaN for a feature with no finite sample.
+    /// Median of the transformed values; NaN for a feature with no finite sample
+    /// (stored as JSON null, read back as NaN).
+    #[serde(deserialize_with = "nan_vec")]
     pub median: Vec<f64>,
+    #[serde(deserialize_with = "nan_vec")]
     pub scale: Vec<f64>,
     /// Effective number of independent samples per feature.
+    #[serde(deserialize_with = "nan_vec")]
     pub n_eff: Vec<f64>,
     pub samples: u32,
     pub started_us: TimestampUs,
     pub learned_us: TimestampUs,
+}
+
+/// A list of numbers in which null (how JSON writes NaN) reads as NaN. Without it a
+/// learned vibration baseline whose bearing families are NaN (no bearing configured)
+/// did not load after a restart, and the channel learned again for a day.
+fn nan_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let v = Vec::<Option<f64>>::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 impl LearnedBaseline {

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 pub trait StateStore: Send {
     fn get(&mut self, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
     fn put(&mut self, key: &str, value: &[u8]) -> anyhow::Result<()>;
+    /// Removes `key` (nothing happens when it is not there).
+    fn delete(&mut self, key: &str) -> anyhow::Result<()>;
 }
 
 /// In-memory [`StateStore`]. Clones share the same map, so a test can hand one clone to
@@ -47,6 +49,12 @@ impl StateStore for MemoryStateStore {
     fn put(&mut self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> anyhow::Result<()> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
         Ok(())
     }
 }

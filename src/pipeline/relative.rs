@@ -72,6 +72,77 @@ const fn linear_both(name: &'static str) -> FeatureSpec {
     }
 }
 
+/// Rows of learning samples per stored chunk ([`Commissioning::chunks`]). A learning
+/// channel's own key holds fewer than this many rows; each full chunk is written once
+/// under [`rows_key`]. With the default 200 samples a day that is about 200 writes of
+/// up to 20 rows and 10 of a chunk, instead of 200 writes of up to 200 rows (1.6 MB a
+/// channel on its first day, `examples/channel_state.rs`).
+pub const LEARN_CHUNK_ROWS: usize = 20;
+
+/// State-store key of chunk `i` of the learning samples of the baseline stored under
+/// `key` (outside the `baseline/` prefix, so listings of baselines do not see it).
+pub fn rows_key(key: &str, i: usize) -> String {
+    format!("baseline-rows/{i}/{key}")
+}
+
+/// One write to the state store: the key and its new value, or None to delete it.
+pub type StateWrite = (String, Option<Vec<u8>>);
+
+/// Reads a stored baseline state (`main`, the value under `key`) and, for a learning
+/// state stored in chunks, its chunks through `get`. Returns the whole state and the
+/// number of chunks found stored; `Ok(None)` for no state ("null", or a form this
+/// version does not read, as before). A chunk that is missing or unreadable is an
+/// error: the caller starts learning over.
+pub fn load_state(
+    key: &str,
+    main: &[u8],
+    get: &mut dyn FnMut(&str) -> Option<Vec<u8>>,
+) -> Result<Option<(BaselineState, usize)>, String> {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(main) else {
+        return Ok(None);
+    };
+    // A learning state's rows are read as the f64 values they were written as, and
+    // pushed in order after its chunks' rows, so each value comes back exactly (the
+    // `Rows` of a part alone would take another reference and round).
+    let tail = value
+        .get_mut("Learning")
+        .and_then(|c| c.get_mut("rows"))
+        .map(|r| std::mem::replace(r, serde_json::Value::Array(Vec::new())));
+    let Ok(state) = serde_json::from_value::<BaselineState>(value) else {
+        return Ok(None);
+    };
+    let (mut c, tail) = match (state, tail) {
+        (BaselineState::Learning(c), Some(tail)) => (c, tail),
+        (other, _) => return Ok(Some((other, 0))),
+    };
+    type Plain = Vec<Vec<Option<f64>>>;
+    let n = c.chunks as usize;
+    let mut parts: Vec<Plain> = Vec::with_capacity(n + 1);
+    for i in 0..n {
+        let k = rows_key(key, i);
+        let bytes = get(&k).ok_or_else(|| format!("{k} is missing"))?;
+        let chunk: Plain = serde_json::from_slice(&bytes).map_err(|e| format!("{k}: {e}"))?;
+        if chunk.len() != LEARN_CHUNK_ROWS {
+            return Err(format!("{k}: {} rows, not {LEARN_CHUNK_ROWS}", chunk.len()));
+        }
+        parts.push(chunk);
+    }
+    parts.push(serde_json::from_value(tail).map_err(|e| format!("{key}: {e}"))?);
+    let cap = parts.iter().map(Vec::len).sum();
+    let mut rows = super::baseline::Rows::default();
+    let mut row = Vec::new();
+    for r in parts.iter().flatten() {
+        row.clear();
+        row.extend(r.iter().map(|v| v.unwrap_or(f64::NAN)));
+        if !rows.push(&row, cap) {
+            return Err(format!("{key}: learning rows of unequal width"));
+        }
+    }
+    c.rows = rows;
+    c.chunks = 0;
+    Ok(Some((BaselineState::Learning(c), n)))
+}
+
 /// A channel's baseline: being learned, or learned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BaselineState {
@@ -102,9 +173,11 @@ pub struct RelativeDetector {
     state: Option<BaselineState>,
     z: Vec<f64>,
     cusum: f64,
-    /// Set when the state changed since [`RelativeDetector::to_bytes`] was last called.
+    /// Set when the state changed since it was last saved.
     dirty: bool,
     last_saved_us: TimestampUs,
+    /// Chunks of the learning samples already in the state store.
+    chunks_saved: usize,
 }
 
 impl RelativeDetector {
@@ -116,13 +189,28 @@ impl RelativeDetector {
         plan: LearnPlan,
         stored: Option<&[u8]>,
     ) -> RelativeDetector {
-        let state = stored
-            .and_then(|b| serde_json::from_slice::<BaselineState>(b).ok())
-            .filter(|s| match s {
-                BaselineState::Learning(c) => c.matches(specs),
-                BaselineState::Learned(b) => b.matches(specs),
-            });
+        let loaded = stored.and_then(|b| load_state("", b, &mut |_| None).ok().flatten());
+        RelativeDetector::resume(specs, scored, plan, loaded)
+    }
+
+    /// A detector resuming a state read by [`load_state`] (when it belongs to the same
+    /// features).
+    pub fn resume(
+        specs: &'static [FeatureSpec],
+        scored: usize,
+        plan: LearnPlan,
+        loaded: Option<(BaselineState, usize)>,
+    ) -> RelativeDetector {
+        let (state, chunks_saved) = match loaded {
+            Some((s, n)) => (Some(s), n),
+            None => (None, 0),
+        };
+        let state = state.filter(|s| match s {
+            BaselineState::Learning(c) => c.matches(specs),
+            BaselineState::Learned(b) => b.matches(specs),
+        });
         RelativeDetector {
+            chunks_saved,
             specs,
             scored: scored.min(specs.len()),
             plan,
@@ -250,27 +338,73 @@ impl RelativeDetector {
         })
     }
 
-    /// The state to persist, when it changed and the last save is at least
-    /// `min_interval_us` of reading time ago (or `force`).
+    /// The writes that persist the state under `key`, when it changed and the last
+    /// save is at least `min_interval_us` of reading time ago (or `force`).
     pub fn to_save(
         &mut self,
+        key: &str,
         now_us: TimestampUs,
         min_interval_us: i64,
         force: bool,
-    ) -> Option<Vec<u8>> {
+    ) -> Vec<StateWrite> {
         if !self.dirty {
-            return None;
+            return Vec::new();
         }
         let learned = matches!(self.state, Some(BaselineState::Learned(_)) | None);
         if !force && !learned && now_us.saturating_sub(self.last_saved_us) < min_interval_us {
-            return None;
+            return Vec::new();
         }
         self.dirty = false;
         self.last_saved_us = now_us;
-        Some(self.to_bytes())
+        self.writes(key)
     }
 
-    /// The state serialised for the state store (JSON; `null` before learning starts).
+    /// The writes that store the state under `key` as it is now, in order: while
+    /// learning, the full chunks of samples not stored yet, then the rest under `key`
+    /// with their count; otherwise the state under `key`, then the deletion of the
+    /// chunks a learning period left.
+    pub fn writes(&mut self, key: &str) -> Vec<StateWrite> {
+        let mut out = Vec::new();
+        if let Some(BaselineState::Learning(c)) = &self.state {
+            let full = c.rows.len() / LEARN_CHUNK_ROWS;
+            for i in self.chunks_saved..full {
+                let rows = c.rows.sub(i * LEARN_CHUNK_ROWS, (i + 1) * LEARN_CHUNK_ROWS);
+                out.push((
+                    rows_key(key, i),
+                    Some(serde_json::to_vec(&rows).unwrap_or_default()),
+                ));
+            }
+            // Rows only grow while learning; a reset leaves Learning and clears below.
+            self.chunks_saved = full;
+            let stored = Commissioning {
+                features: c.features.clone(),
+                started_us: c.started_us,
+                duration_us: c.duration_us,
+                target: c.target,
+                min_samples: c.min_samples,
+                last_slot: c.last_slot,
+                rows: c.rows.sub(full * LEARN_CHUNK_ROWS, usize::MAX),
+                chunks: full as u32,
+            };
+            let value = serde_json::to_vec(&BaselineState::Learning(stored)).unwrap_or_default();
+            out.push((key.to_string(), Some(value)));
+        } else {
+            out.push((key.to_string(), Some(self.to_bytes())));
+            out.extend((0..self.chunks_saved).map(|i| (rows_key(key, i), None)));
+            self.chunks_saved = 0;
+        }
+        out
+    }
+
+    /// A save's writes did not all reach the store: the next save writes every chunk
+    /// again (the puts are idempotent), so the stored count never names a missing one.
+    pub fn save_failed(&mut self) {
+        self.chunks_saved = 0;
+        self.dirty = true;
+    }
+
+    /// The whole state serialised as one value (JSON; `null` before learning starts;
+    /// a learning state with all its samples inline, a form [`load_state`] reads too).
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.state).unwrap_or_default()
     }
@@ -355,5 +489,151 @@ mod tests {
             d.trend(0.0, 4.0, 1.0);
         }
         assert_eq!(d.cusum(), 0.0);
+    }
+
+    fn apply(
+        store: &mut std::collections::HashMap<String, Vec<u8>>,
+        writes: Vec<StateWrite>,
+    ) -> usize {
+        let mut bytes = 0;
+        for (k, v) in writes {
+            match v {
+                Some(v) => {
+                    bytes += k.len() + v.len();
+                    store.insert(k, v);
+                }
+                None => {
+                    store.remove(&k);
+                }
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn learning_samples_are_stored_in_chunks_written_once_and_removed_when_learned() {
+        let plan = LearnPlan {
+            duration_us: 0,
+            samples: 200,
+            min_samples: 200,
+        };
+        let key = "baseline/v2/scalar/dev1.t";
+        let value = |i: i64| 20.0 + (i % 7) as f64 * 0.123_456_789;
+        let mut d = RelativeDetector::new(&SCALAR_SPECS, 4, plan, None);
+        let mut store = std::collections::HashMap::new();
+        let (mut chunked, mut whole) = (0, 0);
+        for i in 0..150 {
+            let v = value(i);
+            d.observe(i, &[v, v, 0.5, 0.01], true);
+            whole += key.len() + d.to_bytes().len();
+            chunked += apply(&mut store, d.to_save(key, i, 0, false));
+        }
+        // Each sample saved: 150 writes of the whole state against chunks written once.
+        assert!(chunked * 5 < whole, "chunked {chunked} B, whole {whole} B");
+        assert_eq!(
+            store
+                .keys()
+                .filter(|k| k.starts_with("baseline-rows/"))
+                .count(),
+            7,
+            "150 rows: 7 full chunks of 20, 10 rows under the key"
+        );
+        // A restart resumes every sample.
+        let mut get = |k: &str| store.get(k).cloned();
+        let loaded = load_state(key, &store[key].clone(), &mut get).unwrap();
+        let mut e = RelativeDetector::resume(&SCALAR_SPECS, 4, plan, loaded);
+        assert_eq!(e.state(), d.state(), "the same 150 samples");
+        // It goes on writing only the chunks it has not stored, then learns and
+        // removes them.
+        let before = store.len();
+        let mut learned = false;
+        for i in 150..200 {
+            let v = value(i);
+            learned |= e.observe(i, &[v, v, 0.5, 0.01], true) == Step::Learned;
+            apply(&mut store, e.to_save(key, i, 0, learned));
+        }
+        assert!(learned);
+        assert!(store.len() < before, "chunks removed");
+        assert_eq!(store.keys().collect::<Vec<_>>(), vec![key]);
+        assert!(matches!(e.state(), Some(BaselineState::Learned(b)) if b.samples == 200));
+        // The learned baseline equals the one of a detector that never restarted.
+        for i in 150..200 {
+            let v = value(i);
+            d.observe(i, &[v, v, 0.5, 0.01], true);
+        }
+        assert_eq!(e.baseline(), d.baseline());
+    }
+
+    #[test]
+    fn a_missing_chunk_is_an_error_and_a_reset_removes_the_chunks() {
+        let plan = LearnPlan {
+            duration_us: 0,
+            samples: 100,
+            min_samples: 100,
+        };
+        let key = "baseline/v2/window/dev1.v";
+        let mut d = RelativeDetector::new(&WINDOW_SPECS, WINDOW_SCORED, plan, None);
+        let mut store = std::collections::HashMap::new();
+        // The bearing families are NaN (no bearing configured): JSON null, read back.
+        let mut row = [f64::NAN; 13];
+        for i in 0..45 {
+            row[..9].fill(1.0 + i as f64 * 0.01);
+            d.observe(i, &row, true);
+            apply(&mut store, d.to_save(key, i, 0, false));
+        }
+        let main = store[key].clone();
+        let mut get = |k: &str| store.get(k).cloned();
+        let (state, chunks) = load_state(key, &main, &mut get).unwrap().unwrap();
+        assert_eq!(chunks, 2);
+        assert_eq!(Some(&state), d.state(), "NaN features come back as NaN");
+        let mut gaps = store.clone();
+        gaps.remove(&rows_key(key, 1));
+        let mut get = |k: &str| gaps.get(k).cloned();
+        let err = load_state(key, &main, &mut get).unwrap_err();
+        assert!(
+            err.contains("baseline-rows/1/") && err.contains("missing"),
+            "{err}"
+        );
+        d.reset();
+        apply(&mut store, d.writes(key));
+        assert_eq!(store.keys().collect::<Vec<_>>(), vec![key]);
+        assert_eq!(store[key], b"null");
+        // The whole-state form of older versions still loads.
+        let mut older = RelativeDetector::new(&WINDOW_SPECS, WINDOW_SCORED, plan, None);
+        for i in 0..30 {
+            row[..9].fill(2.0);
+            older.observe(i, &row, true);
+        }
+        let resumed =
+            RelativeDetector::new(&WINDOW_SPECS, WINDOW_SCORED, plan, Some(&older.to_bytes()));
+        assert_eq!(resumed.state(), older.state());
+    }
+
+    #[test]
+    fn a_learned_vibration_baseline_without_bearing_families_survives_a_restart() {
+        // No bearing configured: the four families are NaN in every sample, so NaN in
+        // the learned medians, which JSON writes as null.
+        let plan = LearnPlan {
+            duration_us: 0,
+            samples: 30,
+            min_samples: 30,
+        };
+        let mut d = RelativeDetector::new(&WINDOW_SPECS, WINDOW_SCORED, plan, None);
+        let mut row = [f64::NAN; 13];
+        for i in 0..30 {
+            row[..9].fill(1.0 + (i % 5) as f64 * 0.1);
+            d.observe(i, &row, true);
+        }
+        let b = d.baseline().expect("learned").clone();
+        assert!(b.median[12].is_nan());
+        let key = "baseline/v2/window/dev1.v";
+        let mut store = std::collections::HashMap::new();
+        apply(&mut store, d.to_save(key, 30, 0, true));
+        let mut get = |k: &str| store.get(k).cloned();
+        let loaded = load_state(key, &store[key].clone(), &mut get).unwrap();
+        let e = RelativeDetector::resume(&WINDOW_SPECS, WINDOW_SCORED, plan, loaded);
+        let again = e.baseline().expect("still learned after the restart");
+        assert_eq!(again.median[..9], b.median[..9]);
+        assert!(again.median[9..].iter().all(|m| m.is_nan()));
     }
 }

@@ -60,7 +60,8 @@ use super::features::{FeatureExtractor, WindowMeta, Windower, ROLLING_FEATURES, 
 use super::iso;
 use super::physical::{accel_unit_to_ms2, PhysicalParams};
 use super::relative::{
-    trend_alarm, BaselineState, RelativeDetector, Step, SCALAR_SPECS, WINDOW_SCORED, WINDOW_SPECS,
+    load_state, trend_alarm, BaselineState, RelativeDetector, StateWrite, Step, SCALAR_SPECS,
+    WINDOW_SCORED, WINDOW_SPECS,
 };
 use super::rolling::{RollingWindow, TimeWindow};
 use super::settings::{DeviceDetection, PipelineSettings};
@@ -470,12 +471,10 @@ impl Processor {
                 continue;
             };
             if let Some(r) = &mut ch.relative {
-                if let Some(bytes) = r.to_save(0, 0, true) {
-                    let bkey = baseline_key(&ch.id.sensor_id, ch.is_waveform);
-                    if let Err(e) = self.state.put(&bkey, &bytes) {
-                        self.counters.state_errors += 1;
-                        tracing::warn!(key = %bkey, error = %format!("{e:#}"), "Cannot persist a baseline.");
-                    }
+                let bkey = baseline_key(&ch.id.sensor_id, ch.is_waveform);
+                let writes = r.to_save(&bkey, 0, 0, true);
+                if !apply_state_writes(&mut *self.state, &mut self.counters, writes, "a baseline") {
+                    r.save_failed();
                 }
             }
             let Some(bucket) = ch.summary.flush() else {
@@ -657,6 +656,28 @@ fn episodes_key(sensor_id: &str) -> String {
 /// State key of a channel's windower (samples short of a full window).
 fn window_key(sensor_id: &str) -> String {
     format!("window/{sensor_id}")
+}
+
+/// Applies a baseline's state writes in order, stopping at the first that fails
+/// (counted and logged as "Cannot persist {what}."). True when all were applied.
+pub(crate) fn apply_state_writes(
+    state: &mut dyn StateStore,
+    counters: &mut ProcessorCounters,
+    writes: Vec<StateWrite>,
+    what: &str,
+) -> bool {
+    for (key, value) in writes {
+        let done = match &value {
+            Some(v) => state.put(&key, v),
+            None => state.delete(&key),
+        };
+        if let Err(e) = done {
+            counters.state_errors += 1;
+            tracing::warn!(key = %key, error = %format!("{e:#}"), "Cannot persist {what}.");
+            return false;
+        }
+    }
+    true
 }
 
 /// State-store key of a channel's baseline (learning or learned).

@@ -33,7 +33,18 @@ impl Processor {
             } else {
                 (&SCALAR_SPECS, SCALAR_SPECS.len())
             };
-            let d = RelativeDetector::new(specs, scored, plan, stored.as_deref());
+            let loaded = stored.and_then(|main| {
+                let mut get = |k: &str| state.get(k).ok().flatten();
+                match load_state(&key, &main, &mut get) {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        counters.state_errors += 1;
+                        tracing::warn!(key = %key, error = %e, "A learning baseline's stored samples are incomplete; the channel learns again.");
+                        None
+                    }
+                }
+            });
+            let d = RelativeDetector::resume(specs, scored, plan, loaded);
             if let Some(BaselineState::Learned(b)) = d.state() {
                 tracing::info!(sensor_id = %ch.id.sensor_id, learned = %format_rfc3339(b.learned_us), samples = b.samples, "Baseline resumed from the outbox database.");
             }
@@ -96,12 +107,14 @@ impl Processor {
             Step::Ready | Step::Skipped => {}
         }
         let force = matches!(step, Step::Learned);
-        if let Some(bytes) = r.to_save(ts_us, LEARNING_SAVE_INTERVAL_US, force) {
-            let key = baseline_key(sensor_id, waveform);
-            if let Err(e) = self.state.put(&key, &bytes) {
-                self.counters.state_errors += 1;
-                tracing::warn!(key = %key, error = %format!("{e:#}"), "Cannot persist a baseline.");
-            }
+        let writes = r.to_save(
+            &baseline_key(sensor_id, waveform),
+            ts_us,
+            LEARNING_SAVE_INTERVAL_US,
+            force,
+        );
+        if !apply_state_writes(&mut *self.state, &mut self.counters, writes, "a baseline") {
+            r.save_failed();
         }
         if step != Step::Ready {
             return (None, None);

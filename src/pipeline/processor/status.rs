@@ -205,9 +205,14 @@ impl Processor {
                 ch.state_episode = EpisodeTracker::new();
                 self.touched_episodes.insert(ch.id.sensor_id.to_string());
                 let key = baseline_key(&ch.id.sensor_id, ch.is_waveform);
-                if let Err(e) = self.state.put(&key, &r.to_bytes()) {
-                    self.counters.state_errors += 1;
-                    tracing::warn!(key = %key, error = %format!("{e:#}"), "Cannot persist a baseline reset.");
+                let writes = r.writes(&key);
+                if !apply_state_writes(
+                    &mut *self.state,
+                    &mut self.counters,
+                    writes,
+                    "a baseline reset",
+                ) {
+                    r.save_failed();
                 }
                 reset.push(ch.id.sensor_id.to_string());
                 tracing::info!(sensor_id = %ch.id.sensor_id, "Baseline reset: the channel learns its healthy state again from its next clean data.");
