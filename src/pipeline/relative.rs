@@ -201,14 +201,16 @@ impl RelativeDetector {
         plan: LearnPlan,
         loaded: Option<(BaselineState, usize)>,
     ) -> RelativeDetector {
+        // A state of other features is dropped, and its chunks are not this
+        // detector's: the chunks of the new learning period overwrite them from 0.
         let (state, chunks_saved) = match loaded {
-            Some((s, n)) => (Some(s), n),
+            Some((s, n)) => match &s {
+                BaselineState::Learning(c) if c.matches(specs) => (Some(s), n),
+                BaselineState::Learned(b) if b.matches(specs) => (Some(s), n),
+                _ => (None, 0),
+            },
             None => (None, 0),
         };
-        let state = state.filter(|s| match s {
-            BaselineState::Learning(c) => c.matches(specs),
-            BaselineState::Learned(b) => b.matches(specs),
-        });
         RelativeDetector {
             chunks_saved,
             specs,
@@ -607,6 +609,26 @@ mod tests {
         let resumed =
             RelativeDetector::new(&WINDOW_SPECS, WINDOW_SCORED, plan, Some(&older.to_bytes()));
         assert_eq!(resumed.state(), older.state());
+        // Chunks of a stored state for other features are not taken for this
+        // detector's: its own first chunk is written, not assumed.
+        let mut stale = std::collections::HashMap::new();
+        let mut w = RelativeDetector::new(&WINDOW_SPECS, WINDOW_SCORED, plan, None);
+        for i in 0..45 {
+            row[..9].fill(3.0);
+            w.observe(i, &row, true);
+        }
+        apply(&mut stale, w.writes(key));
+        let loaded = load_state(key, &stale[key].clone(), &mut |k| stale.get(k).cloned()).unwrap();
+        assert_eq!(loaded.as_ref().map(|l| l.1), Some(2));
+        let mut other = RelativeDetector::resume(&SCALAR_SPECS, 4, plan, loaded);
+        assert!(other.state().is_none(), "other features");
+        for i in 0..25 {
+            other.observe(i, &[1.0, 1.0, 0.1, 0.0], true);
+        }
+        let writes = other.writes(key);
+        assert!(writes
+            .iter()
+            .any(|(k, v)| k == &rows_key(key, 0) && v.is_some()));
     }
 
     #[test]
