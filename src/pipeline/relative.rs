@@ -340,8 +340,23 @@ impl RelativeDetector {
         })
     }
 
-    /// The writes that persist the state under `key`, when it changed and the last
-    /// save is at least `min_interval_us` of reading time ago (or `force`).
+    /// True (and counted as saved) when the state changed and the last save is at
+    /// least `min_interval_us` of reading time ago (or `force`): the caller then
+    /// stores [`RelativeDetector::writes`]. Cheap, for every reading and window.
+    pub fn due(&mut self, now_us: TimestampUs, min_interval_us: i64, force: bool) -> bool {
+        if !self.dirty {
+            return false;
+        }
+        let learned = matches!(self.state, Some(BaselineState::Learned(_)) | None);
+        if !force && !learned && now_us.saturating_sub(self.last_saved_us) < min_interval_us {
+            return false;
+        }
+        self.dirty = false;
+        self.last_saved_us = now_us;
+        true
+    }
+
+    /// [`RelativeDetector::writes`] under `key` when [`RelativeDetector::due`].
     pub fn to_save(
         &mut self,
         key: &str,
@@ -349,16 +364,11 @@ impl RelativeDetector {
         min_interval_us: i64,
         force: bool,
     ) -> Vec<StateWrite> {
-        if !self.dirty {
-            return Vec::new();
+        if self.due(now_us, min_interval_us, force) {
+            self.writes(key)
+        } else {
+            Vec::new()
         }
-        let learned = matches!(self.state, Some(BaselineState::Learned(_)) | None);
-        if !force && !learned && now_us.saturating_sub(self.last_saved_us) < min_interval_us {
-            return Vec::new();
-        }
-        self.dirty = false;
-        self.last_saved_us = now_us;
-        self.writes(key)
     }
 
     /// The writes that store the state under `key` as it is now, in order: while
@@ -424,12 +434,17 @@ pub fn trend_alarm(threshold: f64) -> f64 {
 mod tests {
     use super::*;
 
-    fn plan() -> LearnPlan {
+    /// Learning the first `n` clean values.
+    fn first(n: u32) -> LearnPlan {
         LearnPlan {
             duration_us: 0,
-            samples: 20,
-            min_samples: 20,
+            samples: n,
+            min_samples: n,
         }
+    }
+
+    fn plan() -> LearnPlan {
+        first(20)
     }
 
     #[test]
@@ -514,11 +529,7 @@ mod tests {
 
     #[test]
     fn learning_samples_are_stored_in_chunks_written_once_and_removed_when_learned() {
-        let plan = LearnPlan {
-            duration_us: 0,
-            samples: 200,
-            min_samples: 200,
-        };
+        let plan = first(200);
         let key = "baseline/v2/scalar/dev1.t";
         let value = |i: i64| 20.0 + (i % 7) as f64 * 0.123_456_789;
         let mut d = RelativeDetector::new(&SCALAR_SPECS, 4, plan, None);
@@ -568,11 +579,7 @@ mod tests {
 
     #[test]
     fn a_missing_chunk_is_an_error_and_a_reset_removes_the_chunks() {
-        let plan = LearnPlan {
-            duration_us: 0,
-            samples: 100,
-            min_samples: 100,
-        };
+        let plan = first(100);
         let key = "baseline/v2/window/dev1.v";
         let mut d = RelativeDetector::new(&WINDOW_SPECS, WINDOW_SCORED, plan, None);
         let mut store = std::collections::HashMap::new();
@@ -635,11 +642,7 @@ mod tests {
     fn a_learned_vibration_baseline_without_bearing_families_survives_a_restart() {
         // No bearing configured: the four families are NaN in every sample, so NaN in
         // the learned medians, which JSON writes as null.
-        let plan = LearnPlan {
-            duration_us: 0,
-            samples: 30,
-            min_samples: 30,
-        };
+        let plan = first(30);
         let mut d = RelativeDetector::new(&WINDOW_SPECS, WINDOW_SCORED, plan, None);
         let mut row = [f64::NAN; 13];
         for i in 0..30 {

@@ -107,14 +107,12 @@ impl Processor {
             Step::Ready | Step::Skipped => {}
         }
         let force = matches!(step, Step::Learned);
-        let writes = r.to_save(
-            &baseline_key(sensor_id, waveform),
-            ts_us,
-            LEARNING_SAVE_INTERVAL_US,
-            force,
-        );
-        if !apply_state_writes(&mut *self.state, &mut self.counters, writes, "a baseline") {
-            r.save_failed();
+        // The key is formatted only for a save, not for every reading.
+        if r.due(ts_us, LEARNING_SAVE_INTERVAL_US, force) {
+            let writes = r.writes(&baseline_key(sensor_id, waveform));
+            if !apply_state_writes(&mut *self.state, &mut self.counters, writes, "a baseline") {
+                r.save_failed();
+            }
         }
         if step != Step::Ready {
             return (None, None);
