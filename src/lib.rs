@@ -6,6 +6,7 @@
 //! `docs/ARCHITECTURE.md` has the code map and the invariants between the parts.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diag;
