@@ -1,8 +1,10 @@
 //! The `edgegw` command: CLI parsing, tracing set-up, exit codes. Nothing else; the
 //! logic lives in the rest of the library. It is in the library, not in `main.rs`,
-//! so that its code is compiled once, in the library's parallel codegen units:
-//! as a binary crate of its own it re-instantiated the async state machines it
-//! drives, a serial step at the end of every release build.
+//! so that its code is compiled once, in the library's parallel codegen units. As a
+//! binary crate of its own it was a serial step of 30–50 s at the end of every
+//! release build (most likely the async state machines it drives, compiled again);
+//! moved here, that step takes ~2 s and the library's own took no longer
+//! (docs/PERFORMANCE.md, "Build time on an idle machine").
 
 use crate::config::{self, LogFormat};
 use anyhow::Context;
