@@ -8,8 +8,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Microseconds since the Unix epoch, UTC. Every timestamp in the pipeline uses it.
-pub type TimestampUs = i64;
+/// Microseconds since the Unix epoch, UTC. Every timestamp in the pipeline uses it
+/// (defined with the number crunching, which uses it too).
+pub use edgegw_dsp::TimestampUs;
 
 /// Now, in microseconds since the Unix epoch.
 pub fn now_us() -> TimestampUs {

@@ -7,7 +7,7 @@ that numpy computes for them. `cargo test` reads the committed JSON and compares
 Rust results to 1e-4 relative, so the tests never need Python.
 
 The definitions are the training side's (tools/train/features.py), imported: one
-Python reference for the bundle contract (see src/pipeline/features.rs).
+Python reference for the bundle contract (see crates/edgegw-dsp/src/features.rs).
 
 Usage: python3 tools/feature_vectors.py [--data ../shared/data] [--out tests/data/feature_vectors.json]
 """

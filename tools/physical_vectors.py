@@ -4,7 +4,7 @@
 Writes `tests/data/physical_vectors.json`: a few windows (real CWRU slices at 12 kHz,
 referenced by file and offset; synthetic windows stored as float32 sample lists) with
 the physical features and the envelope spectrum that numpy computes for them.
-`cargo test` reads the committed JSON and compares `src/pipeline/physical.rs` to it,
+`cargo test` reads the committed JSON and compares `crates/edgegw-dsp/src/physical.rs` to it,
 so the tests never need Python.
 
 `features` below is the definition (the same semantics as the prototype the lead

@@ -13,20 +13,17 @@
 //! summary buckets) goes through the [`detect::StateStore`] trait the outbox implements.
 
 pub mod alerts;
-pub mod baseline;
-pub mod bearing;
 pub mod detect;
-pub mod features;
-pub mod iso;
-pub mod physical;
 pub mod processor;
-pub mod relative;
-pub mod rolling;
 pub mod settings;
 pub(crate) mod stage;
 pub mod summary;
 pub mod trim;
-pub mod validate;
+
+// The per-sample and per-window number crunching lives in its own crate, built at
+// opt-level 3 while this one is built for size (crates/edgegw-dsp); its modules are
+// named here, where they always were.
+pub use edgegw_dsp::{baseline, bearing, features, iso, physical, relative, rolling, validate};
 
 pub use detect::{MemoryStateStore, StateStore};
 pub use processor::{ChannelErrors, Processor, ProcessorCounters};

@@ -16,7 +16,7 @@
 //! to runs of identical samples (so `stuck_after` counts samples there) and stale to
 //! the gap between blocks.
 
-use crate::record::TimestampUs;
+use crate::TimestampUs;
 use serde::Deserialize;
 
 pub const OUT_OF_RANGE_FACTOR: f32 = 0.0;

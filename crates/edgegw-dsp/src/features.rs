@@ -20,7 +20,7 @@ use super::physical::{
     physical_features, CentredStats, EnvelopeAnalyser, EnvelopeResolution, PhysicalFeatures,
     PhysicalParams,
 };
-use crate::record::TimestampUs;
+use crate::TimestampUs;
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 use std::collections::VecDeque;
@@ -459,7 +459,7 @@ impl Windower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::rolling::RollingWindow;
+    use crate::rolling::RollingWindow;
 
     /// Relative 1e-4, or absolute 1e-6 near zero (skewness of a sine, mean of noise).
     fn close(a: f64, b: f64) -> bool {
@@ -469,7 +469,7 @@ mod tests {
     fn vectors() -> serde_json::Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/feature_vectors.json"
+            "/../../tests/data/feature_vectors.json"
         );
         let text = std::fs::read_to_string(path).expect("tests/data/feature_vectors.json");
         serde_json::from_str(&text).expect("valid JSON")

@@ -1,7 +1,7 @@
 //! Tests of the physical features and the envelope spectrum against the numpy reference vectors.
 
 use super::*;
-use crate::pipeline::features::FeatureExtractor;
+use crate::features::FeatureExtractor;
 use std::f64::consts::SQRT_2;
 
 /// The brief's agreement with numpy: 1e-6 relative, or 1e-9 absolute near zero.
@@ -17,7 +17,9 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let root = env!("CARGO_MANIFEST_DIR");
+    // The gateway's repository root: the vectors and the recordings they name are
+    // shared with the Python tools.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let path = format!("{root}/tests/data/physical_vectors.json");
     let text = std::fs::read_to_string(&path).expect("tests/data/physical_vectors.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");

@@ -332,7 +332,7 @@ fn averaged_levels(x: &[f64], step: usize) -> Vec<FamilyLevels> {
 }
 
 fn cwru(name: &str) -> Vec<f64> {
-    let path = format!("{}/testdata/cwru/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../testdata/cwru/{name}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     bytes
         .chunks_exact(4)

@@ -20,7 +20,7 @@ use super::baseline::{
     top2_score, Commissioning, FeatureSpec, LearnPlan, LearnedBaseline, Offer, Sides, Transform,
 };
 use super::bearing::FamilyLevels;
-use crate::record::TimestampUs;
+use crate::TimestampUs;
 use serde::{Deserialize, Serialize};
 
 /// The features a waveform (vibration) channel learns: the nine scored health

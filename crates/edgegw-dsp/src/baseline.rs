@@ -31,9 +31,9 @@
 //! A value's z is `(transform(x) − median) / scale`. This module does no scoring: the
 //! processor turns z vectors into scores (with a model bundle or the built-in rule).
 //! It touches no storage either: learning state and baselines are serialised by the
-//! caller into the [`super::StateStore`].
+//! caller into the gateway's `StateStore` (`edgegw::pipeline::detect`).
 
-use crate::record::TimestampUs;
+use crate::TimestampUs;
 use serde::{Deserialize, Serialize};
 
 /// How a feature is compared with its baseline.
