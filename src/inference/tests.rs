@@ -323,3 +323,54 @@ fn registry_follows_the_cloud_fallbacks() {
         .select(SensorType::Vibration, BundleKind::Window)
         .is_some());
 }
+
+/// A relative rolling bundle scores a poll's rows in one batched run, and each row's
+/// score is bit for bit the score of a single call, below and above the batch size
+/// and across a chunk boundary; other kinds of bundle score one call per row.
+#[test]
+fn score_rows_gives_each_row_its_single_call_score() {
+    let all = ModelRegistry::with_defaults().expect("default bundles");
+    let scalar = all
+        .bundles()
+        .iter()
+        .find(|b| b.manifest().name == "scalar-relative")
+        .expect("scalar-relative ships");
+    assert!(scalar.batches(), "scalar-relative passes the batch check");
+    let window = all
+        .bundles()
+        .iter()
+        .find(|b| b.manifest().name == "vibration-relative")
+        .expect("vibration-relative ships");
+    assert!(
+        !window.batches(),
+        "a window bundle scores one call per window"
+    );
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut scores = Vec::new();
+    for b in [scalar, window] {
+        let n = b.features().len();
+        for rows in [1, 3, bundle::MIN_BATCH_ROWS, 30, bundle::BATCH_ROWS + 5] {
+            // z values: mostly near 0, some far out, some exactly 0 (a missing feature).
+            let x: Vec<f32> = (0..rows * n)
+                .map(|i| match i % 7 {
+                    0 => 0.0,
+                    1 => rng.f32() * 40.0 - 20.0,
+                    _ => rng.f32() * 4.0 - 2.0,
+                })
+                .collect();
+            b.score_rows(&x, &mut scores);
+            assert_eq!(scores.len(), rows, "{}: {rows} rows", b.detector());
+            for (row, got) in x.chunks_exact(n).zip(&scores) {
+                let one = b.score(row).expect("scores").to_bits();
+                let got = got.as_ref().expect("scores").to_bits();
+                assert_eq!(got, one, "{}: {rows} rows, row {row:?}", b.detector());
+            }
+        }
+        // A length that is not whole rows is an error, not a guess.
+        b.score_rows(&vec![0.0; n + 1], &mut scores);
+        assert!(matches!(
+            scores[..],
+            [Err(InferenceError::FeatureCount { .. })]
+        ));
+    }
+}

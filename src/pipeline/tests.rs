@@ -882,3 +882,99 @@ fn a_baseline_reset_closes_the_open_episode_with_a_resolved_alert() {
         closed[0].description
     );
 }
+
+/// A poll of 30 scalar channels is scored by one batched tract run
+/// (`ModelBundle::score_rows`). Its records must be the records of the same readings
+/// processed one call each, in the same order: through learning, scoring, a fault
+/// that opens episodes, a channel read twice in one batch, and a missing value and a
+/// waveform block in the middle of a batch.
+#[test]
+fn a_batch_of_scalars_gives_the_records_of_one_reading_at_a_time() {
+    let registry = defaults();
+    assert!(
+        registry
+            .load()
+            .bundles()
+            .iter()
+            .any(|b| b.manifest().name == "scalar-relative" && b.batches()),
+        "the relative scalar bundle batches"
+    );
+    let mut settings = PipelineSettings {
+        rolling_window: super::settings::TimeSpan::from_secs(600.0),
+        ..PipelineSettings::default()
+    };
+    settings.baseline.learn = super::settings::TimeSpan::from_secs(0.0);
+    settings.baseline.samples = 20;
+    settings.baseline.min_samples = 20;
+    let chans: Vec<ChannelId> = (0..30)
+        .map(|i| {
+            let t = if i % 2 == 0 {
+                SensorType::Pressure
+            } else {
+                SensorType::Temperature
+            };
+            ChannelId::new("press7", &format!("r{i}"), t, "bar")
+        })
+        .collect();
+    let vib = ChannelId::new("press7", "accel", SensorType::Vibration, "g");
+    let x = read_f32("testdata/cwru/normal_12k_holdout.f32");
+    let normal =
+        |c: usize, n: i64| 5.0 + c as f64 + 0.05 * ((n * 7919 + c as i64) % 13) as f64 / 13.0;
+    let mut polls: Vec<Vec<Reading>> = Vec::new();
+    for n in 0..80i64 {
+        let ts = T0 + n * 10 * S;
+        let mut poll: Vec<Reading> = chans
+            .iter()
+            .enumerate()
+            .map(|(c, ch)| {
+                // Channels 0..6 fall to 2 bar from poll 60 on: their episodes open.
+                let v = if c < 6 && n >= 60 { 2.0 } else { normal(c, n) };
+                ch.reading(ts, Value::Scalar(v))
+            })
+            .collect();
+        if n == 70 {
+            poll.push(chans[3].reading(ts + S, Value::Scalar(2.0)));
+        }
+        if n == 71 {
+            poll.insert(10, chans[10].reading(ts, Value::Missing));
+            poll.insert(
+                20,
+                vib.reading(
+                    ts,
+                    Value::Block {
+                        sample_rate_hz: 12_000.0,
+                        samples: Arc::from(&x[..2048]),
+                    },
+                ),
+            );
+        }
+        polls.push(poll);
+    }
+    let run = |batched: bool| {
+        let mut p = Processor::new(
+            &settings,
+            registry.clone(),
+            Box::new(MemoryStateStore::new()),
+        );
+        let mut recs = Vec::new();
+        for poll in &polls {
+            if batched {
+                recs.extend(p.process(poll));
+            } else {
+                for r in poll {
+                    recs.extend(p.process(std::slice::from_ref(r)));
+                }
+            }
+        }
+        (recs, *p.counters())
+    };
+    let (batched, cb) = run(true);
+    let (single, cs) = run(false);
+    assert!(cb.scored_by_model > 1000, "{cb:?}");
+    assert!(!alerts(&batched).is_empty(), "the fault opens episodes");
+    assert_eq!(batched.len(), single.len());
+    for (i, (a, b)) in batched.iter().zip(&single).enumerate() {
+        assert_eq!(a, b, "record {i}");
+    }
+    assert_eq!(format!("{cb:?}"), format!("{cs:?}"));
+}

@@ -174,6 +174,12 @@ pub struct Processor {
     extractors: HashMap<usize, FeatureExtractor>,
     pending: Vec<PendingWindow>,
     model_input: Vec<f32>,
+    /// Scalar readings between their two halves (see [`Processor::finish_scalars`]),
+    /// in reading order; empty between batches.
+    tails: Vec<scalar::ScalarTail>,
+    /// Their z values for a batched run, one row each, and the run's results.
+    score_rows: Vec<f32>,
+    score_results: Vec<crate::inference::Result<f32>>,
     counters: ProcessorCounters,
     /// Devices that got readings since the last [`Processor::take_state`].
     touched: HashSet<Arc<str>>,
@@ -238,6 +244,9 @@ impl Processor {
             extractors: HashMap::new(),
             pending: Vec::new(),
             model_input: Vec::new(),
+            tails: Vec::new(),
+            score_rows: Vec::new(),
+            score_results: Vec::new(),
             counters: ProcessorCounters::default(),
             touched: HashSet::new(),
             device_channels: HashMap::new(),
@@ -440,8 +449,14 @@ impl Processor {
             } else {
                 r
             };
+            // A scalar reading's second half waits for the batch's other scalars
+            // (one batched score); a channel already waiting, or any other kind of
+            // reading, finishes the waiting ones first, in reading order.
+            if !matches!(r.value, Value::Scalar(_)) || self.waiting(&r.sensor_id) {
+                self.finish_scalars(out);
+            }
             match &r.value {
-                Value::Scalar(v) => self.scalar(r, *v, out),
+                Value::Scalar(v) => self.scalar(r, *v),
                 Value::Block {
                     sample_rate_hz,
                     samples,
@@ -456,6 +471,7 @@ impl Processor {
                 Value::Text(_) => self.counters.text_ignored += 1,
             }
         }
+        self.finish_scalars(out);
     }
 
     /// At shutdown: emits every channel's partial summary bucket and persists it so the

@@ -8,9 +8,46 @@ use super::*;
 /// alarmed) and the named features for the alert text.
 type AlertInput = (Detection, Option<(f64, bool)>, Vec<(String, f64)>);
 
+/// A scalar reading between its two halves ([`Processor::scalar`] and
+/// [`Processor::finish_scalars`]): everything up to its score is done, and what is
+/// left to emit (its record, summary, alerts, episodes) waits here, in reading order.
+pub(super) struct ScalarTail {
+    id: ChannelId,
+    ts_us: TimestampUs,
+    value: f64,
+    quality: f32,
+    flags: Vec<String>,
+    fault_alerts: Vec<AlertRecord>,
+    summary_done: Option<Bucket>,
+    scoreable: bool,
+    info: ScoreInfo,
+    alert_input: Option<AlertInput>,
+    /// Waiting for its relative bundle's score (one batched run for the batch).
+    waiting: Option<Waiting>,
+}
+
+/// A reading's z values waiting for its relative bundle.
+struct Waiting {
+    bundle: Arc<ModelBundle>,
+    /// Where its row (the bundle's features) starts in `Processor::score_rows`.
+    at: usize,
+    threshold: f64,
+    trend_on: bool,
+    trend_weight: f64,
+    health: Vec<f64>,
+    score: Option<crate::inference::Result<f32>>,
+}
+
 impl Processor {
-    pub(super) fn scalar(&mut self, r: &Reading, value: f64, out: &mut Vec<Record>) {
-        let interval = self.settings.summary_interval_secs;
+    /// The first half of a scalar reading: validation, cadence, summary, features,
+    /// commissioning, the z values. Its score by a relative bundle and the records it
+    /// makes wait in `self.tails` for [`Processor::finish_scalars`], which the batch
+    /// loop calls before a reading of a channel already waiting, before any other
+    /// kind of reading, and at the end of the batch: so each channel's steps run in
+    /// reading order, the records come out in reading order, and a poll's readings
+    /// are scored by one batched tract run (`ModelBundle::score_rows`, the same
+    /// scores as one call each).
+    pub(super) fn scalar(&mut self, r: &Reading, value: f64) {
         let rolling_len_default = self.settings.rolling_length;
         let choice = self.registry.load().choose_at(
             Some(&r.device),
@@ -71,12 +108,23 @@ impl Processor {
         // Detection. Out-of-range values are not the process: keep them out of it.
         let scoreable = !(verdict.out_of_range || quality <= 0.0);
         let clean = verdict.is_clean() && r.quality >= 1.0;
-        let mut info = ScoreInfo {
-            detector: "not-scored".to_string(),
-            score: None,
-            threshold: None,
+        let mut tail = ScalarTail {
+            id,
+            ts_us: r.ts_us,
+            value,
+            quality,
+            flags,
+            fault_alerts,
+            summary_done,
+            scoreable,
+            info: ScoreInfo {
+                detector: "not-scored".to_string(),
+                score: None,
+                threshold: None,
+            },
+            alert_input: None,
+            waiting: None,
         };
-        let mut alert_input: Option<AlertInput> = None;
         let absolute = bundle
             .as_ref()
             .filter(|b| b.manifest().reference == Reference::Absolute);
@@ -88,7 +136,7 @@ impl Processor {
                     .as_ref()
                     .map(|s| s.length)
                     .unwrap_or(rolling_len_default);
-                self.check_cadence(&id, b);
+                self.check_cadence(&tail.id, b);
                 let ch = self.channel(r);
                 let rolling = ch.rolling.get_or_insert_with(|| RollingWindow::new(len));
                 if rolling.len() != len {
@@ -96,7 +144,7 @@ impl Processor {
                 }
                 match rolling.push(value) {
                     None => {
-                        info.detector =
+                        tail.info.detector =
                             format!("{} (filling its {len}-reading window)", b.detector());
                     }
                     Some(features) => match score_with_model(
@@ -107,16 +155,16 @@ impl Processor {
                     ) {
                         Ok(d) => {
                             self.counters.scored_by_model += 1;
-                            info = ScoreInfo {
+                            tail.info = ScoreInfo {
                                 detector: d.detector.clone(),
                                 score: Some(d.score),
                                 threshold: Some(d.threshold),
                             };
-                            alert_input = Some((d, None, features.named()));
+                            tail.alert_input = Some((d, None, features.named()));
                         }
                         Err(e) => {
                             self.counters.model_errors += 1;
-                            tracing::warn!(sensor_id = %id.sensor_id, error = %e, "Model failed on a reading.");
+                            tracing::warn!(sensor_id = %tail.id.sensor_id, error = %e, "Model failed on a reading.");
                         }
                     },
                 }
@@ -130,52 +178,165 @@ impl Processor {
                 }
                 let features = tw.push(r.ts_us, value);
                 // The trend counts hours, so it means the same at any cadence.
-                let weight = ch
+                let trend_weight = ch
                     .last_scored_us
                     .map_or(0.0, |l| ((r.ts_us - l).max(0) as f64 / 3.6e9).min(24.0));
                 if let Some(f) = features {
-                    let (det, trend) = self.relative_step(
-                        &id.sensor_id,
-                        bundle.as_ref(),
-                        false,
-                        r.ts_us,
-                        &f.health,
-                        clean,
-                        weight,
-                    );
-                    let ch = self.channel(r);
-                    match det {
+                    let sensor_id = tail.id.sensor_id.clone();
+                    match self.relative_observe(&sensor_id, false, r.ts_us, &f.health, clean) {
                         None => {
+                            let ch = self.channel(r);
                             let p = ch.relative.as_ref().map_or(0.0, |d| d.progress(r.ts_us));
-                            info.detector = format!("commissioning {:.0} %", 100.0 * p);
+                            tail.info.detector = format!("commissioning {:.0} %", 100.0 * p);
                         }
-                        Some(d) => {
-                            ch.last_scored_us = Some(r.ts_us);
-                            info = ScoreInfo {
-                                detector: d.detector.clone(),
-                                score: Some(d.score),
-                                threshold: Some(d.threshold),
-                            };
-                            let named = crate::pipeline::rolling::SCALAR_HEALTH_FEATURES
-                                .iter()
-                                .zip(f.health.iter())
-                                .map(|(n, v)| (n.to_string(), *v))
-                                .collect();
-                            alert_input = Some((d, trend, named));
+                        Some((threshold, trend_on)) => {
+                            match bundle.filter(|b| b.manifest().reference == Reference::Baseline) {
+                                Some(b) => {
+                                    let at = self.score_rows.len();
+                                    self.push_model_row(&sensor_id, &b);
+                                    tail.waiting = Some(Waiting {
+                                        bundle: b,
+                                        at,
+                                        threshold,
+                                        trend_on,
+                                        trend_weight,
+                                        health: f.health.to_vec(),
+                                        score: None,
+                                    });
+                                }
+                                None => {
+                                    let (det, trend) = self.relative_score(
+                                        &sensor_id,
+                                        None,
+                                        threshold,
+                                        trend_on,
+                                        trend_weight,
+                                    );
+                                    self.scored(&mut tail, det, trend, &f.health);
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-        let ch = self.channel(r);
-        ch.detector.clone_from(&info.detector);
+        self.tails.push(tail);
+    }
+
+    /// Whether a reading of `sensor_id` waits in `self.tails`.
+    pub(super) fn waiting(&self, sensor_id: &str) -> bool {
+        self.tails.iter().any(|t| &*t.id.sensor_id == sensor_id)
+    }
+
+    /// The second half of the waiting scalar readings, in reading order: their
+    /// scores (one batched run per bundle), then their records, summaries, alerts
+    /// and episodes.
+    pub(super) fn finish_scalars(&mut self, out: &mut Vec<Record>) {
+        if self.tails.is_empty() {
+            return;
+        }
+        let mut tails = std::mem::take(&mut self.tails);
+        // One batched run per bundle for the rows that wait for it.
+        let mut results = std::mem::take(&mut self.score_results);
+        let mut rows = Vec::new();
+        let n_rows = |t: &ScalarTail| t.waiting.as_ref().is_some_and(|w| w.score.is_none());
+        while let Some(first) = tails.iter().position(n_rows) {
+            let bundle = tails[first].waiting.as_ref().map(|w| w.bundle.clone());
+            let Some(bundle) = bundle else { break };
+            let n = bundle.features().len();
+            rows.clear();
+            let mut which = Vec::new();
+            for (i, t) in tails.iter().enumerate() {
+                if let Some(w) = t.waiting.as_ref() {
+                    if w.score.is_none() && Arc::ptr_eq(&w.bundle, &bundle) {
+                        rows.extend_from_slice(&self.score_rows[w.at..w.at + n]);
+                        which.push(i);
+                    }
+                }
+            }
+            bundle.score_rows(&rows, &mut results);
+            for (k, i) in which.into_iter().enumerate() {
+                if let Some(w) = tails[i].waiting.as_mut() {
+                    w.score = Some(match results.get_mut(k) {
+                        Some(r) => std::mem::replace(r, Ok(0.0)),
+                        None => bundle.score(&rows[k * n..(k + 1) * n]),
+                    });
+                }
+            }
+        }
+        self.score_rows.clear();
+        self.score_results = results;
+        for mut tail in tails.drain(..) {
+            if let Some(w) = tail.waiting.take() {
+                let sensor_id = tail.id.sensor_id.clone();
+                let (det, trend) = self.relative_score(
+                    &sensor_id,
+                    Some((&w.bundle, w.score.unwrap_or_else(|| w.bundle.score(&[])))),
+                    w.threshold,
+                    w.trend_on,
+                    w.trend_weight,
+                );
+                self.scored(&mut tail, det, trend, &w.health);
+            }
+            self.emit_scalar(tail, out);
+        }
+        // Keep the allocation for the next batch.
+        self.tails = tails;
+    }
+
+    /// A scalar reading's detection: its record says how it was scored, and its
+    /// fault episode gets it.
+    fn scored(
+        &mut self,
+        tail: &mut ScalarTail,
+        det: Option<Detection>,
+        trend: Option<(f64, bool)>,
+        health: &[f64],
+    ) {
+        let Some(d) = det else { return };
+        if let Some(ch) = self.channels.get_mut(&tail.id.sensor_id) {
+            ch.last_scored_us = Some(tail.ts_us);
+        }
+        tail.info = ScoreInfo {
+            detector: d.detector.clone(),
+            score: Some(d.score),
+            threshold: Some(d.threshold),
+        };
+        let named = crate::pipeline::rolling::SCALAR_HEALTH_FEATURES
+            .iter()
+            .zip(health.iter())
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect();
+        tail.alert_input = Some((d, trend, named));
+    }
+
+    /// What a scalar reading emits, once scored: its record, a finished summary
+    /// bucket, sensor-fault alerts, the ISO zone and fault episodes.
+    fn emit_scalar(&mut self, tail: ScalarTail, out: &mut Vec<Record>) {
+        let interval = self.settings.summary_interval_secs;
+        let ScalarTail {
+            id,
+            ts_us,
+            value,
+            quality,
+            flags,
+            fault_alerts,
+            summary_done,
+            scoreable,
+            info,
+            alert_input,
+            waiting: _,
+        } = tail;
+        if let Some(ch) = self.channels.get_mut(&id.sensor_id) {
+            ch.detector.clone_from(&info.detector);
+        }
         out.push(Record::Reading(ReadingRecord {
             sensor_id: id.sensor_id.to_string(),
             device: id.device.to_string(),
             channel: id.channel.to_string(),
             sensor_type: id.sensor_type,
             unit: id.unit.to_string(),
-            ts_us: r.ts_us,
+            ts_us,
             value,
             quality,
             flags,
@@ -189,7 +350,7 @@ impl Processor {
             self.emit_alert(a, out);
         }
         // A velocity RMS register (mm/s) of a device with an ISO 20816-3 class.
-        if let Some((g, f)) = self.device(&r.device).iso {
+        if let Some((g, f)) = self.device(&id.device).iso {
             if scoreable
                 && id.unit.eq_ignore_ascii_case("mm/s")
                 && matches!(
@@ -197,11 +358,11 @@ impl Processor {
                     crate::record::SensorType::Vibration | crate::record::SensorType::Bearing
                 )
             {
-                self.iso_episode(&id, r.ts_us, value, g, f, out);
+                self.iso_episode(&id, ts_us, value, g, f, out);
             }
         }
         if let Some((det, trend, named)) = alert_input {
-            self.fault_episode(&id, r.ts_us, &det, trend, &named, "readings", None, out);
+            self.fault_episode(&id, ts_us, &det, trend, &named, "readings", None, out);
         }
     }
 

@@ -65,9 +65,42 @@ impl Processor {
         clean: bool,
         trend_weight: f64,
     ) -> (Option<Detection>, Option<(f64, bool)>) {
-        let Some(ch) = self.channels.get_mut(sensor_id) else {
+        let Some((threshold, trend_on)) =
+            self.relative_observe(sensor_id, waveform, ts_us, values, clean)
+        else {
             return (None, None);
         };
+        let model = bundle
+            .filter(|b| b.manifest().reference == Reference::Baseline)
+            .map(|b| {
+                let mut input = std::mem::take(&mut self.model_input);
+                input.clear();
+                if let Some(r) = self
+                    .channels
+                    .get(sensor_id)
+                    .and_then(|c| c.relative.as_ref())
+                {
+                    input.extend(b.features().iter().map(|f| r.z_of(f).unwrap_or(0.0) as f32));
+                }
+                let score = b.score(&input);
+                self.model_input = input;
+                (b, score)
+            });
+        self.relative_score(sensor_id, model, threshold, trend_on, trend_weight)
+    }
+
+    /// The first half of [`Processor::relative_step`]: commissioning, or the z values
+    /// of a learned baseline. Returns the channel's threshold and whether its trend is
+    /// on once the baseline is learned (None while learning).
+    pub(super) fn relative_observe(
+        &mut self,
+        sensor_id: &Arc<str>,
+        waveform: bool,
+        ts_us: TimestampUs,
+        values: &[f64],
+        clean: bool,
+    ) -> Option<(f64, bool)> {
+        let ch = self.channels.get_mut(sensor_id)?;
         let dev = self
             .devices
             .get(&*ch.id.device)
@@ -114,17 +147,36 @@ impl Processor {
                 r.save_failed();
             }
         }
-        if step != Step::Ready {
-            return (None, None);
+        (step == Step::Ready).then_some((threshold, trend_on))
+    }
+
+    /// Appends the channel's z values in `bundle`'s feature order to
+    /// `self.score_rows` (one row for a batched run).
+    pub(super) fn push_model_row(&mut self, sensor_id: &Arc<str>, bundle: &ModelBundle) {
+        let r = self
+            .channels
+            .get(sensor_id)
+            .and_then(|c| c.relative.as_ref());
+        for f in bundle.features() {
+            let z = r.and_then(|r| r.z_of(f)).unwrap_or(0.0);
+            self.score_rows.push(z as f32);
         }
-        // Score the z values: a relative bundle, or the built-in rule.
+    }
+
+    /// The second half of [`Processor::relative_step`]: the detection from a relative
+    /// bundle's score (`model`: the bundle and its result for this channel's z
+    /// values) or, without one or when it failed, the built-in rule; and the trend.
+    pub(super) fn relative_score(
+        &mut self,
+        sensor_id: &Arc<str>,
+        model: Option<(&Arc<ModelBundle>, crate::inference::Result<f32>)>,
+        threshold: f64,
+        trend_on: bool,
+        trend_weight: f64,
+    ) -> (Option<Detection>, Option<(f64, bool)>) {
         let mut det = None;
-        if let Some(b) = bundle.filter(|b| b.manifest().reference == Reference::Baseline) {
-            self.model_input.clear();
-            for f in b.features() {
-                self.model_input.push(r.z_of(f).unwrap_or(0.0) as f32);
-            }
-            match b.score(&self.model_input) {
+        if let Some((b, result)) = model {
+            match result {
                 Ok(score) => {
                     let score = f64::from(score);
                     self.counters.scored_by_model += 1;
@@ -141,6 +193,13 @@ impl Processor {
                 }
             }
         }
+        let Some(r) = self
+            .channels
+            .get_mut(sensor_id)
+            .and_then(|c| c.relative.as_mut())
+        else {
+            return (det, None);
+        };
         let det = det.unwrap_or_else(|| {
             self.counters.scored_by_fallback += 1;
             let score = r.builtin_score();
