@@ -21,10 +21,10 @@ fn inference(c: &mut Criterion) {
 }
 
 /// What one poll of 30 scalar channels costs the relative bundle: 30 calls of
-/// `ModelBundle::score` (what the processor does, one per reading) against one tract
-/// run of the same ONNX graph loaded for a batch of 30 rows (not what the gateway
-/// does: a measurement of the lever; tract's cost per call is mostly per operator,
-/// not per value). Per row, so the two read side by side.
+/// `ModelBundle::score` (what the processor did, one per reading) against one tract
+/// run of the same ONNX graph loaded for a batch of 30 rows (what
+/// `ModelBundle::score_rows` does with its own 32-row plan; tract's cost per call is
+/// mostly per operator, not per value). Per row, so the two read side by side.
 fn batch(c: &mut Criterion) {
     const ROWS: usize = 30;
     let mut g = c.benchmark_group("tract_rows");

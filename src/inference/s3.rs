@@ -447,8 +447,9 @@ mod tests {
     use super::*;
 
     fn config(endpoint: &str, path_style: bool) -> ModelsS3Config {
-        let key_file = std::env::temp_dir().join(format!("edgegw-s3-unit-{}", std::process::id()));
-        std::fs::write(&key_file, "K\n").unwrap();
+        // A committed key file ("K"): nothing is written, so nothing is left in /tmp.
+        let key_file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/s3-unit-key");
         ModelsS3Config {
             endpoint: endpoint.into(),
             bucket: "models".into(),
