@@ -208,22 +208,40 @@ impl ModelBundle {
     fn run_batch(&self, batch: &Batch, rows: &[f32]) -> Result<Vec<f32>> {
         let n = self.manifest.features.len();
         let k = rows.len() / n;
-        let run_err = |e: TractError| InferenceError::Run {
-            bundle: self.origin.clone(),
-            message: format!("{e:#}"),
-        };
         let mut padded = Vec::with_capacity(BATCH_ROWS * n);
         padded.extend_from_slice(rows);
         while padded.len() < BATCH_ROWS * n {
             padded.extend_from_slice(&rows[..n]);
         }
-        let input = Tensor::from_shape(&[BATCH_ROWS, n], &padded).map_err(run_err)?;
+        self.run_plan(&batch.plan, &batch.state, BATCH_ROWS, &padded, |scores| {
+            scores.take(k).collect()
+        })
+    }
+
+    /// One run of `plan` (with its reused `state`) on `rows` rows of the manifest's
+    /// features; `read` gets the raw (unchecked) scores, one per row, in row order.
+    fn run_plan<R>(
+        &self,
+        plan: &Arc<TypedSimplePlan>,
+        state: &Mutex<TypedSimpleState>,
+        rows: usize,
+        data: &[f32],
+        read: impl FnOnce(&mut dyn Iterator<Item = f32>) -> R,
+    ) -> Result<R> {
+        let run_err = |e: TractError| InferenceError::Run {
+            bundle: self.origin.clone(),
+            message: format!("{e:#}"),
+        };
+        let n = self.manifest.features.len();
+        let input = Tensor::from_shape(&[rows, n], data).map_err(run_err)?;
         let outputs = {
-            let mut state = match batch.state.lock() {
+            let mut state = match state.lock() {
                 Ok(s) => s,
+                // A panic inside tract while holding the lock: the state may be
+                // half-run, so start a fresh one rather than trusting it.
                 Err(poisoned) => {
                     let mut s = poisoned.into_inner();
-                    *s = batch.plan.spawn().map_err(run_err)?;
+                    *s = plan.spawn().map_err(run_err)?;
                     s
                 }
             };
@@ -234,16 +252,13 @@ impl ModelBundle {
             message: "model has no output".into(),
         })?;
         let view = out.to_plain_array_view::<f32>().map_err(run_err)?;
-        if view.len() != BATCH_ROWS {
+        if view.len() != rows {
             return Err(InferenceError::Run {
                 bundle: self.origin.clone(),
-                message: format!(
-                    "batched output has {} values, expected {BATCH_ROWS}",
-                    view.len()
-                ),
+                message: format!("output has {} values, expected {rows}", view.len()),
             });
         }
-        Ok(view.iter().take(k).copied().collect())
+        Ok(read(&mut view.iter().copied()))
     }
 
     /// Whether [`ModelBundle::score_rows`] runs batches (a relative rolling bundle
@@ -301,43 +316,10 @@ impl ModelBundle {
                 got: features.len(),
             });
         }
-        let run_err = |e: TractError| InferenceError::Run {
-            bundle: self.origin.clone(),
-            message: format!("{e:#}"),
-        };
-        let input = Tensor::from_shape(&[1, n], features).map_err(run_err)?;
-        let outputs = {
-            let mut state = match self.state.lock() {
-                Ok(s) => s,
-                // A panic inside tract while holding the lock: the state may be
-                // half-run, so start a fresh one rather than trusting it.
-                Err(poisoned) => {
-                    let mut s = poisoned.into_inner();
-                    *s = self.plan.spawn().map_err(run_err)?;
-                    s
-                }
-            };
-            state.run(tvec!(input.into_tvalue())).map_err(run_err)?
-        };
-        let out = outputs.first().ok_or_else(|| InferenceError::Run {
-            bundle: self.origin.clone(),
-            message: "model has no output".into(),
+        let raw = self.run_plan(&self.plan, &self.state, 1, features, |scores| {
+            scores.next().unwrap_or(f32::NAN)
         })?;
-        let view = out.to_plain_array_view::<f32>().map_err(run_err)?;
-        if view.len() != 1 {
-            return Err(InferenceError::Run {
-                bundle: self.origin.clone(),
-                message: format!("output has {} values, expected 1", view.len()),
-            });
-        }
-        let score = view.iter().next().copied().unwrap_or(f32::NAN);
-        if !score.is_finite() {
-            return Err(InferenceError::Run {
-                bundle: self.origin.clone(),
-                message: format!("score is not finite ({score})"),
-            });
-        }
-        Ok(score)
+        self.finite(raw)
     }
 
     /// Confidence 0..1 for a score: `clamp(1 - threshold/score, 0, 1)` above the

@@ -34,6 +34,19 @@ fn absolute() -> SharedRegistry {
     ))
 }
 
+/// A 10-minute rolling window and a baseline learned from a channel's first 20
+/// readings, so that short synthetic series get past commissioning.
+fn learns_from_first_20() -> PipelineSettings {
+    let mut settings = PipelineSettings {
+        rolling_window: super::settings::TimeSpan::from_secs(600.0),
+        ..PipelineSettings::default()
+    };
+    settings.baseline.learn = super::settings::TimeSpan::from_secs(0.0);
+    settings.baseline.samples = 20;
+    settings.baseline.min_samples = 20;
+    settings
+}
+
 fn read_f32(rel: &str) -> Vec<f32> {
     let bytes = std::fs::read(root().join(rel)).expect("test data");
     bytes
@@ -237,13 +250,7 @@ fn a_scalar_channel_learns_its_baseline_and_keeps_it_across_a_restart() {
     // Pressure: the relative scalar bundle (via `general`) scores it once its baseline
     // is learned from the first 20 readings.
     let ch = ChannelId::new("line2", "pressure", SensorType::Pressure, "bar");
-    let mut settings = PipelineSettings {
-        rolling_window: super::settings::TimeSpan::from_secs(600.0),
-        ..PipelineSettings::default()
-    };
-    settings.baseline.learn = super::settings::TimeSpan::from_secs(0.0);
-    settings.baseline.samples = 20;
-    settings.baseline.min_samples = 20;
+    let settings = learns_from_first_20();
     let store = MemoryStateStore::new();
     let normal = |i: i64| 5.0 + 0.05 * ((i * 7919) % 13) as f64 / 13.0;
     let mut p = Processor::new(&settings, defaults(), Box::new(store.clone()));
@@ -842,13 +849,7 @@ fn a_baseline_reset_closes_the_open_episode_with_a_resolved_alert() {
     // open: the episode ends with a `resolved` alert (a stack light goes off), not
     // silently.
     let ch = ChannelId::new("line2", "pressure", SensorType::Pressure, "bar");
-    let mut settings = PipelineSettings {
-        rolling_window: super::settings::TimeSpan::from_secs(600.0),
-        ..PipelineSettings::default()
-    };
-    settings.baseline.learn = super::settings::TimeSpan::from_secs(0.0);
-    settings.baseline.samples = 20;
-    settings.baseline.min_samples = 20;
+    let settings = learns_from_first_20();
     let normal = |i: i64| 5.0 + 0.05 * ((i * 7919) % 13) as f64 / 13.0;
     let mut p = Processor::new(&settings, defaults(), Box::new(MemoryStateStore::new()));
     let mut recs = Vec::new();
@@ -899,13 +900,7 @@ fn a_batch_of_scalars_gives_the_records_of_one_reading_at_a_time() {
             .any(|b| b.manifest().name == "scalar-relative" && b.batches()),
         "the relative scalar bundle batches"
     );
-    let mut settings = PipelineSettings {
-        rolling_window: super::settings::TimeSpan::from_secs(600.0),
-        ..PipelineSettings::default()
-    };
-    settings.baseline.learn = super::settings::TimeSpan::from_secs(0.0);
-    settings.baseline.samples = 20;
-    settings.baseline.min_samples = 20;
+    let settings = learns_from_first_20();
     let chans: Vec<ChannelId> = (0..30)
         .map(|i| {
             let t = if i % 2 == 0 {

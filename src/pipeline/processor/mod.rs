@@ -177,9 +177,8 @@ pub struct Processor {
     /// Scalar readings between their two halves (see [`Processor::finish_scalars`]),
     /// in reading order; empty between batches.
     tails: Vec<scalar::ScalarTail>,
-    /// Their z values for a batched run, one row each, and the run's results.
-    score_rows: Vec<f32>,
-    score_results: Vec<crate::inference::Result<f32>>,
+    /// Their z values for a batched run, one group of rows per relative bundle.
+    score_groups: Vec<scalar::ScoreGroup>,
     counters: ProcessorCounters,
     /// Devices that got readings since the last [`Processor::take_state`].
     touched: HashSet<Arc<str>>,
@@ -245,8 +244,7 @@ impl Processor {
             pending: Vec::new(),
             model_input: Vec::new(),
             tails: Vec::new(),
-            score_rows: Vec::new(),
-            score_results: Vec::new(),
+            score_groups: Vec::new(),
             counters: ProcessorCounters::default(),
             touched: HashSet::new(),
             device_channels: HashMap::new(),

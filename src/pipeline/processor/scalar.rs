@@ -2,6 +2,7 @@
 //! its detection, rolling detection (time-based and relative, or a count-based
 //! absolute bundle), ISO zones of velocity registers, summaries.
 
+use super::scoring::z_row;
 use super::*;
 
 /// A scored reading waiting for its episode: the detection, the trend (CUSUM level,
@@ -28,14 +29,30 @@ pub(super) struct ScalarTail {
 
 /// A reading's z values waiting for its relative bundle.
 struct Waiting {
-    bundle: Arc<ModelBundle>,
-    /// Where its row (the bundle's features) starts in `Processor::score_rows`.
-    at: usize,
+    /// Its row: `Processor::score_groups[group]`, row `row`.
+    group: usize,
+    row: usize,
     threshold: f64,
     trend_on: bool,
     trend_weight: f64,
     health: Vec<f64>,
-    score: Option<crate::inference::Result<f32>>,
+}
+
+/// The rows of a batch that wait for one relative bundle, and their scores.
+pub(super) struct ScoreGroup {
+    bundle: Arc<ModelBundle>,
+    rows: Vec<f32>,
+    scores: Vec<crate::inference::Result<f32>>,
+}
+
+impl ScoreGroup {
+    pub(super) fn new(bundle: Arc<ModelBundle>) -> ScoreGroup {
+        ScoreGroup {
+            bundle,
+            rows: Vec::new(),
+            scores: Vec::new(),
+        }
+    }
 }
 
 impl Processor {
@@ -192,16 +209,14 @@ impl Processor {
                         Some((threshold, trend_on)) => {
                             match bundle.filter(|b| b.manifest().reference == Reference::Baseline) {
                                 Some(b) => {
-                                    let at = self.score_rows.len();
-                                    self.push_model_row(&sensor_id, &b);
+                                    let (group, row) = self.queue_row(&sensor_id, b);
                                     tail.waiting = Some(Waiting {
-                                        bundle: b,
-                                        at,
+                                        group,
+                                        row,
                                         threshold,
                                         trend_on,
                                         trend_weight,
                                         health: f.health.to_vec(),
-                                        score: None,
                                     });
                                 }
                                 None => {
@@ -223,6 +238,31 @@ impl Processor {
         self.tails.push(tail);
     }
 
+    /// Queues the channel's z values as a row for `bundle`'s batched run (see
+    /// [`Processor::finish_scalars`]): returns its group and row.
+    pub(super) fn queue_row(
+        &mut self,
+        sensor_id: &Arc<str>,
+        bundle: Arc<ModelBundle>,
+    ) -> (usize, usize) {
+        let group = match self
+            .score_groups
+            .iter()
+            .position(|g| Arc::ptr_eq(&g.bundle, &bundle))
+        {
+            Some(i) => i,
+            None => {
+                self.score_groups.push(scalar::ScoreGroup::new(bundle));
+                self.score_groups.len() - 1
+            }
+        };
+        let g = &mut self.score_groups[group];
+        // A manifest has at least one feature (checked at load).
+        let row = g.rows.len() / g.bundle.features().len();
+        z_row(&self.channels, sensor_id, &g.bundle, &mut g.rows);
+        (group, row)
+    }
+
     /// Whether a reading of `sensor_id` waits in `self.tails`.
     pub(super) fn waiting(&self, sensor_id: &str) -> bool {
         self.tails.iter().any(|t| &*t.id.sensor_id == sensor_id)
@@ -237,41 +277,24 @@ impl Processor {
         }
         let mut tails = std::mem::take(&mut self.tails);
         // One batched run per bundle for the rows that wait for it.
-        let mut results = std::mem::take(&mut self.score_results);
-        let mut rows = Vec::new();
-        let n_rows = |t: &ScalarTail| t.waiting.as_ref().is_some_and(|w| w.score.is_none());
-        while let Some(first) = tails.iter().position(n_rows) {
-            let bundle = tails[first].waiting.as_ref().map(|w| w.bundle.clone());
-            let Some(bundle) = bundle else { break };
-            let n = bundle.features().len();
-            rows.clear();
-            let mut which = Vec::new();
-            for (i, t) in tails.iter().enumerate() {
-                if let Some(w) = t.waiting.as_ref() {
-                    if w.score.is_none() && Arc::ptr_eq(&w.bundle, &bundle) {
-                        rows.extend_from_slice(&self.score_rows[w.at..w.at + n]);
-                        which.push(i);
-                    }
-                }
-            }
-            bundle.score_rows(&rows, &mut results);
-            for (k, i) in which.into_iter().enumerate() {
-                if let Some(w) = tails[i].waiting.as_mut() {
-                    w.score = Some(match results.get_mut(k) {
-                        Some(r) => std::mem::replace(r, Ok(0.0)),
-                        None => bundle.score(&rows[k * n..(k + 1) * n]),
-                    });
-                }
-            }
+        let mut groups = std::mem::take(&mut self.score_groups);
+        for g in &mut groups {
+            g.bundle.score_rows(&g.rows, &mut g.scores);
         }
-        self.score_rows.clear();
-        self.score_results = results;
         for mut tail in tails.drain(..) {
             if let Some(w) = tail.waiting.take() {
+                let g = &mut groups[w.group];
+                let n = g.bundle.features().len();
+                let score = match g.scores.get_mut(w.row) {
+                    Some(s) => std::mem::replace(s, Ok(0.0)),
+                    // Not whole rows (cannot happen: each row is the bundle's
+                    // features): the single call says why.
+                    None => g.bundle.score(&g.rows[w.row * n..(w.row + 1) * n]),
+                };
                 let sensor_id = tail.id.sensor_id.clone();
                 let (det, trend) = self.relative_score(
                     &sensor_id,
-                    Some((&w.bundle, w.score.unwrap_or_else(|| w.bundle.score(&[])))),
+                    Some((&groups[w.group].bundle, score)),
                     w.threshold,
                     w.trend_on,
                     w.trend_weight,
@@ -280,6 +303,8 @@ impl Processor {
             }
             self.emit_scalar(tail, out);
         }
+        groups.clear();
+        self.score_groups = groups;
         // Keep the allocation for the next batch.
         self.tails = tails;
     }

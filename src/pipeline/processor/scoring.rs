@@ -73,18 +73,9 @@ impl Processor {
         let model = bundle
             .filter(|b| b.manifest().reference == Reference::Baseline)
             .map(|b| {
-                let mut input = std::mem::take(&mut self.model_input);
-                input.clear();
-                if let Some(r) = self
-                    .channels
-                    .get(sensor_id)
-                    .and_then(|c| c.relative.as_ref())
-                {
-                    input.extend(b.features().iter().map(|f| r.z_of(f).unwrap_or(0.0) as f32));
-                }
-                let score = b.score(&input);
-                self.model_input = input;
-                (b, score)
+                self.model_input.clear();
+                z_row(&self.channels, sensor_id, b, &mut self.model_input);
+                (b, b.score(&self.model_input))
             });
         self.relative_score(sensor_id, model, threshold, trend_on, trend_weight)
     }
@@ -150,19 +141,6 @@ impl Processor {
         (step == Step::Ready).then_some((threshold, trend_on))
     }
 
-    /// Appends the channel's z values in `bundle`'s feature order to
-    /// `self.score_rows` (one row for a batched run).
-    pub(super) fn push_model_row(&mut self, sensor_id: &Arc<str>, bundle: &ModelBundle) {
-        let r = self
-            .channels
-            .get(sensor_id)
-            .and_then(|c| c.relative.as_ref());
-        for f in bundle.features() {
-            let z = r.and_then(|r| r.z_of(f)).unwrap_or(0.0);
-            self.score_rows.push(z as f32);
-        }
-    }
-
     /// The second half of [`Processor::relative_step`]: the detection from a relative
     /// bundle's score (`model`: the bundle and its result for this channel's z
     /// values) or, without one or when it failed, the built-in rule; and the trend.
@@ -213,4 +191,21 @@ impl Processor {
         let trend = trend_on.then(|| r.trend(det.score, det.threshold, trend_weight));
         (Some(det), trend)
     }
+}
+
+/// Appends a channel's z values in `bundle`'s feature order to `dst`: the input row of
+/// a relative bundle (0 for a feature the baseline does not have).
+pub(super) fn z_row(
+    channels: &HashMap<Arc<str>, Box<ChannelState>>,
+    sensor_id: &str,
+    bundle: &ModelBundle,
+    dst: &mut Vec<f32>,
+) {
+    let r = channels.get(sensor_id).and_then(|c| c.relative.as_ref());
+    dst.extend(
+        bundle
+            .features()
+            .iter()
+            .map(|f| r.and_then(|r| r.z_of(f)).unwrap_or(0.0) as f32),
+    );
 }
