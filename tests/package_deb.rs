@@ -205,6 +205,18 @@ fn control_fields_conffiles_and_copyright() {
         depends.starts_with("libc6 (>= 2.") && depends.contains("adduser"),
         "{depends}"
     );
+    // The binary's relative relocations are packed (build.rs): its loader is glibc
+    // 2.36's, and the package says so.
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        let glibc: Vec<u32> = depends["libc6 (>= ".len()..]
+            .split(')')
+            .next()
+            .unwrap()
+            .split('.')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!(glibc >= vec![2, 36], "{depends}");
+    }
     assert!(!field("Maintainer").contains("localhost"));
     // Every file under /etc is a conffile (local edits survive upgrades); md5sums
     // covers everything else.
