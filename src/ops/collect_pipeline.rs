@@ -9,12 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 /// Per-channel detection: baseline learning and what was learned, the detector in
 /// use, the trend and open episodes, data/bundle mismatches.
 fn detection(live: &Live, out: &mut Exposition) {
-    let channels = live
-        .pipeline
-        .channels
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let channels = live.pipeline.channels();
     if let Some(mut f) = out.family(
         "edgegw_baseline_progress",
         "Share of the channel's learning period done, 0..1 (1: baseline learned and held fixed).",

@@ -108,11 +108,25 @@ pub struct PipelineStats {
     /// reading: an upper bound of inference latency (tract is the bulk of it).
     pub inference_batch_seconds: Histogram,
     /// What detection does on each channel (detector, baseline learning, trend),
-    /// published by the processor thread every few seconds.
-    pub channels: Mutex<Vec<crate::pipeline::processor::ChannelStatus>>,
+    /// published by the processor thread every few seconds while it is read, at
+    /// least once a minute otherwise (`pipeline::stage`).
+    channels: Mutex<Vec<crate::pipeline::processor::ChannelStatus>>,
+    /// Reads of `channels` so far: the processor publishes again once it moved.
+    channel_reads: AtomicU64,
 }
 
 impl PipelineStats {
+    /// The published channel status (a copy), counted as read.
+    pub fn channels(&self) -> Vec<crate::pipeline::processor::ChannelStatus> {
+        self.channel_reads.fetch_add(1, Relaxed);
+        self.channels.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// How often the channel status was read so far.
+    pub fn channel_reads(&self) -> u64 {
+        self.channel_reads.load(Relaxed)
+    }
+
     /// Replaces the published channel status.
     pub fn publish_channels(&self, status: Vec<crate::pipeline::processor::ChannelStatus>) {
         if let Ok(mut c) = self.channels.lock() {

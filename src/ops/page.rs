@@ -42,12 +42,7 @@ pub fn error_words(kind: &str) -> &'static str {
 /// answer in time (the page says so).
 pub fn snapshot(live: &Live, outbox: Option<&OutboxStats>, now_us: i64) -> Value {
     let (channels, open, closed) = live.board.snapshot();
-    let detection = live
-        .pipeline
-        .channels
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let detection = live.pipeline.channels();
     let devices: Vec<Value> = live
         .devices
         .read()

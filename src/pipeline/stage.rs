@@ -24,8 +24,40 @@ pub(crate) enum Control {
 }
 
 /// How often the processor thread applies baseline reset requests and publishes
-/// the channels' detection status.
+/// the channels' detection status (when someone read the last one: [`StatusPacer`]).
 const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The channels' detection status is published at least this often even when nobody
+/// reads it, so that a first request after a quiet spell sees status this old at most.
+const STATUS_REFRESH_UNREAD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When the processor thread builds the channels' detection status again. Building
+/// it allocates a few strings and vectors per channel: at W500 (15,000 channels),
+/// every 2 s, that was ~5 % of the whole daemon's CPU (docs/PERFORMANCE.md). So it is
+/// built again only once someone (/metrics, the status page) has read the last one,
+/// or after [`STATUS_REFRESH_UNREAD`]: a reader every 15 s gets one build per
+/// scrape, as fresh as [`HOUSEKEEPING_INTERVAL`] after the previous scrape; a page
+/// that polls every second, one per housekeeping round, as before.
+#[derive(Debug, Default)]
+struct StatusPacer {
+    /// The read count and the time of the last publication (`None`: never).
+    last: Option<(u64, Instant)>,
+}
+
+impl StatusPacer {
+    /// Whether to publish now, given the read count so far; if so, the publication
+    /// is noted.
+    fn due(&mut self, reads: u64, now: Instant) -> bool {
+        let due = match self.last {
+            None => true,
+            Some((seen, at)) => reads != seen || now.duration_since(at) >= STATUS_REFRESH_UNREAD,
+        };
+        if due {
+            self.last = Some((reads, now));
+        }
+        due
+    }
+}
 
 /// The processing stage on a blocking thread (FFT and inference are CPU work):
 /// batches in, records out, in order. Ends when every source sender is gone.
@@ -42,6 +74,7 @@ pub(crate) fn spawn_processor(
         let mut batches = 0u64;
         let mut last_housekeeping = Instant::now() - HOUSEKEEPING_INTERVAL;
         let mut trimmer = super::trim::Trimmer::default();
+        let mut status = StatusPacer::default();
         while let Some(batch) = rx.blocking_recv() {
             // Channels of devices a reload started, before their first batch.
             while let Ok(c) = control.try_recv() {
@@ -61,8 +94,10 @@ pub(crate) fn spawn_processor(
                 // the kernel (`trim.rs`).
                 trimmer.after(processor.counters());
                 live.board.persist_if_changed();
-                live.pipeline
-                    .publish_channels(processor.channel_status(crate::record::now_us()));
+                if status.due(live.pipeline.channel_reads(), Instant::now()) {
+                    live.pipeline
+                        .publish_channels(processor.channel_status(crate::record::now_us()));
+                }
             }
             batches += 1;
             let started = Instant::now();
@@ -122,4 +157,32 @@ pub(crate) fn channel_limits(spec: &crate::ops::reload::GroupSpec) -> Vec<(Strin
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn channel_status_is_built_again_only_once_read_or_a_minute_on() {
+        let mut p = StatusPacer::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // The first round publishes, whatever the count.
+        assert!(p.due(0, at(0)));
+        // Nobody read it: not again for a minute.
+        assert!(!p.due(0, at(2)));
+        assert!(!p.due(0, at(58)));
+        assert!(p.due(0, at(60)));
+        // Read once (a scrape): the next round publishes, then waits for the next read.
+        assert!(p.due(1, at(62)));
+        assert!(!p.due(1, at(64)));
+        assert!(!p.due(1, at(76)));
+        assert!(p.due(2, at(78)));
+        // Read between every round (a page polling each second): every round.
+        for (i, s) in (80..90).step_by(2).enumerate() {
+            assert!(p.due(3 + i as u64, at(s)), "round at {s} s");
+        }
+    }
 }

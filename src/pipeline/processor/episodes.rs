@@ -187,6 +187,8 @@ impl Processor {
     }
 
     /// Runs the fault episode of a channel for one scored window or reading.
+    /// `named` gives its named features; it is called only when the episode opens,
+    /// escalates, updates or resolves (not for every reading).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn fault_episode(
         &mut self,
@@ -194,7 +196,7 @@ impl Processor {
         ts_us: TimestampUs,
         det: &Detection,
         trend: Option<(f64, bool)>,
-        named: &[(String, f64)],
+        named: impl FnOnce() -> Vec<(String, f64)>,
         unit_of_work: &str,
         diagnosis: Option<bearing::Diagnosis>,
         out: &mut Vec<Record>,
@@ -244,6 +246,7 @@ impl Processor {
         if transition == Transition::None {
             return;
         }
+        let named = &named();
         let anomaly_type = alerts::anomaly_type(id.sensor_type);
         let label = type_label(&anomaly_type);
         let recent = ch.model_episode.recent_anomalous(&rules);

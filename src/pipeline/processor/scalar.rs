@@ -6,8 +6,19 @@ use super::scoring::z_row;
 use super::*;
 
 /// A scored reading waiting for its episode: the detection, the trend (CUSUM level,
-/// alarmed) and the named features for the alert text.
-type AlertInput = (Detection, Option<(f64, bool)>, Vec<(String, f64)>);
+/// alarmed) and the features for the alert text (named only if an alert is made).
+type AlertInput = (Detection, Option<(f64, bool)>, AlertFeatures);
+
+/// The features of a scored reading, for its fault episode's alert text and evidence.
+enum AlertFeatures {
+    /// The rolling health features, in [`SCALAR_HEALTH_FEATURES`] order: named only
+    /// when the episode opens, escalates or updates, not for every reading.
+    ///
+    /// [`SCALAR_HEALTH_FEATURES`]: crate::pipeline::rolling::SCALAR_HEALTH_FEATURES
+    Health([f64; 4]),
+    /// Named already (a count-based bundle's rolling features).
+    Named(Vec<(String, f64)>),
+}
 
 /// A scalar reading between its two halves ([`Processor::scalar`] and
 /// [`Processor::finish_scalars`]): everything up to its score is done, and what is
@@ -35,7 +46,7 @@ struct Waiting {
     threshold: f64,
     trend_on: bool,
     trend_weight: f64,
-    health: Vec<f64>,
+    health: [f64; 4],
 }
 
 /// The rows of a batch that wait for one relative bundle, and their scores.
@@ -177,7 +188,8 @@ impl Processor {
                                 score: Some(d.score),
                                 threshold: Some(d.threshold),
                             };
-                            tail.alert_input = Some((d, None, features.named()));
+                            tail.alert_input =
+                                Some((d, None, AlertFeatures::Named(features.named())));
                         }
                         Err(e) => {
                             self.counters.model_errors += 1;
@@ -216,7 +228,7 @@ impl Processor {
                                         threshold,
                                         trend_on,
                                         trend_weight,
-                                        health: f.health.to_vec(),
+                                        health: f.health,
                                     });
                                 }
                                 None => {
@@ -227,7 +239,7 @@ impl Processor {
                                         trend_on,
                                         trend_weight,
                                     );
-                                    self.scored(&mut tail, det, trend, &f.health);
+                                    self.scored(&mut tail, det, trend, f.health);
                                 }
                             }
                         }
@@ -299,7 +311,7 @@ impl Processor {
                     w.trend_on,
                     w.trend_weight,
                 );
-                self.scored(&mut tail, det, trend, &w.health);
+                self.scored(&mut tail, det, trend, w.health);
             }
             self.emit_scalar(tail, out);
         }
@@ -316,7 +328,7 @@ impl Processor {
         tail: &mut ScalarTail,
         det: Option<Detection>,
         trend: Option<(f64, bool)>,
-        health: &[f64],
+        health: [f64; 4],
     ) {
         let Some(d) = det else { return };
         if let Some(ch) = self.channels.get_mut(&tail.id.sensor_id) {
@@ -327,12 +339,7 @@ impl Processor {
             score: Some(d.score),
             threshold: Some(d.threshold),
         };
-        let named = crate::pipeline::rolling::SCALAR_HEALTH_FEATURES
-            .iter()
-            .zip(health.iter())
-            .map(|(n, v)| (n.to_string(), *v))
-            .collect();
-        tail.alert_input = Some((d, trend, named));
+        tail.alert_input = Some((d, trend, AlertFeatures::Health(health)));
     }
 
     /// What a scalar reading emits, once scored: its record, a finished summary
@@ -386,8 +393,16 @@ impl Processor {
                 self.iso_episode(&id, ts_us, value, g, f, out);
             }
         }
-        if let Some((det, trend, named)) = alert_input {
-            self.fault_episode(&id, ts_us, &det, trend, &named, "readings", None, out);
+        if let Some((det, trend, features)) = alert_input {
+            let named = || match features {
+                AlertFeatures::Health(h) => crate::pipeline::rolling::SCALAR_HEALTH_FEATURES
+                    .iter()
+                    .zip(h)
+                    .map(|(n, v)| (n.to_string(), v))
+                    .collect(),
+                AlertFeatures::Named(v) => v,
+            };
+            self.fault_episode(&id, ts_us, &det, trend, named, "readings", None, out);
         }
     }
 

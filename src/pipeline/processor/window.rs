@@ -266,7 +266,7 @@ impl Processor {
         if let Some(det) = det {
             let diagnosis = self.bearing_diagnosis(id, families.as_ref(), shaft_hz, dev);
             self.state_change(id, ts, dev, &named, out);
-            self.fault_episode(id, ts, &det, trend, &named, "windows", diagnosis, out);
+            self.fault_episode(id, ts, &det, trend, || named, "windows", diagnosis, out);
         }
     }
 
