@@ -9,6 +9,10 @@
 //! so an older glibc refuses to load it with a message that says so, and
 //! `scripts/package-deb` makes the package depend on libc6 >= 2.36.
 //!
+//! Debian 12's aarch64 and armhf cross linkers (GNU ld 2.40) do not pack them yet: they
+//! warn "-z pack-relative-relocs ignored" and link as before, and the package's
+//! Depends stays what the binary's other symbol versions say.
+//!
 //! `EDGEGW_PACK_RELOCS=0` leaves them unpacked, for a build against an older glibc
 //! (cross/README.md, "glibc of older Pi OS releases").
 
