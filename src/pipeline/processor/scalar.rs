@@ -12,7 +12,8 @@ type AlertInput = (Detection, Option<(f64, bool)>, AlertFeatures);
 /// The features of a scored reading, for its fault episode's alert text and evidence.
 enum AlertFeatures {
     /// The rolling health features, in [`SCALAR_HEALTH_FEATURES`] order: named only
-    /// when the episode opens, escalates or updates, not for every reading.
+    /// when the fault episode makes an alert (opens, escalates, updates, resolves),
+    /// not for every reading.
     ///
     /// [`SCALAR_HEALTH_FEATURES`]: crate::pipeline::rolling::SCALAR_HEALTH_FEATURES
     Health([f64; 4]),
