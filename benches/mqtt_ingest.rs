@@ -339,11 +339,11 @@ async fn into_outbox(port: u16, topic: String, n: u64, linger_with_acks: bool) {
                 .iter()
                 .filter_map(|r| match r.value {
                     Value::Scalar(v) => Some(Record::Reading(ReadingRecord {
-                        sensor_id: r.sensor_id.to_string(),
-                        device: r.device.to_string(),
-                        channel: r.channel.to_string(),
+                        sensor_id: (&r.sensor_id).into(),
+                        device: (&r.device).into(),
+                        channel: (&r.channel).into(),
                         sensor_type: r.sensor_type,
-                        unit: r.unit.to_string(),
+                        unit: (&r.unit).into(),
                         ts_us: r.ts_us,
                         value: v,
                         quality: r.quality,

@@ -29,8 +29,8 @@ async fn pg(conninfo: &str) -> tokio_postgres::Client {
 fn reading(i: i64, base: i64) -> Record {
     let s = i % 16;
     Record::Reading(ReadingRecord {
-        sensor_id: format!("bench-{:02}.vib_rms", s),
-        device: format!("bench-{s:02}"),
+        sensor_id: format!("bench-{:02}.vib_rms", s).into(),
+        device: format!("bench-{s:02}").into(),
         channel: "vib_rms".into(),
         sensor_type: SensorType::Vibration,
         unit: "mm/s".into(),

@@ -25,9 +25,9 @@ fn reading_of(prefix: &str, i: usize) -> Record {
     let device = format!("{prefix}press-{:02}", i % 4);
     let channel = ["vib_rms", "temp_bearing", "temp_motor", "current"][(i / 4) % 4];
     Record::Reading(ReadingRecord {
-        sensor_id: format!("{device}.{channel}"),
-        device,
-        channel: channel.to_string(),
+        sensor_id: format!("{device}.{channel}").into(),
+        device: device.into(),
+        channel: channel.into(),
         sensor_type: SensorType::Vibration,
         unit: "mm/s".into(),
         ts_us: 1_764_079_387_250_000 + i as i64 * 1000,

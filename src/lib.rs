@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diag;
+pub mod id;
 pub mod inference;
 pub mod notify;
 pub mod ops;

@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use crate::id::Id;
+
 /// Microseconds since the Unix epoch, UTC. Every timestamp in the pipeline uses it
 /// (defined with the number crunching, which uses it too).
 pub use edgegw_dsp::TimestampUs;
@@ -211,11 +213,11 @@ pub struct StoredRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadingRecord {
     /// Upstream sensor id: `<device id>.<channel>`.
-    pub sensor_id: String,
-    pub device: String,
-    pub channel: String,
+    pub sensor_id: Id,
+    pub device: Id,
+    pub channel: Id,
     pub sensor_type: SensorType,
-    pub unit: String,
+    pub unit: Id,
     pub ts_us: TimestampUs,
     pub value: f64,
     /// 0..1; 1 is a clean reading. Lowered by validation, 0 for a Modbus exception.
@@ -238,7 +240,7 @@ pub struct ScoreInfo {
     /// `name@version` of the model bundle, `baseline-rule` (the built-in relative
     /// rule), `commissioning` (the channel is still learning its baseline), or
     /// `not-scored` (out of range or zero quality).
-    pub detector: String,
+    pub detector: Id,
     pub score: Option<f64>,
     pub threshold: Option<f64>,
 }
@@ -246,11 +248,11 @@ pub struct ScoreInfo {
 /// Feature vector of one waveform window, plus the anomaly score when a model ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowRecord {
-    pub sensor_id: String,
-    pub device: String,
-    pub channel: String,
+    pub sensor_id: Id,
+    pub device: Id,
+    pub channel: Id,
     pub sensor_type: SensorType,
-    pub unit: String,
+    pub unit: Id,
     /// Time of the last sample in the window.
     pub ts_us: TimestampUs,
     pub sample_rate_hz: f64,
@@ -261,7 +263,7 @@ pub struct WindowRecord {
     pub score: Option<f64>,
     pub threshold: Option<f64>,
     /// `name@version` of the model, or `fallback`.
-    pub detector: Option<String>,
+    pub detector: Option<Id>,
     /// Lowest quality of the samples that made the window.
     pub quality: f32,
 }
@@ -281,9 +283,9 @@ pub enum AlertState {
 /// An anomaly alert in the cloud's terms (`anomaly_alerts`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertRecord {
-    pub sensor_id: String,
-    pub device: String,
-    pub channel: String,
+    pub sensor_id: Id,
+    pub device: Id,
+    pub channel: Id,
     pub sensor_type: SensorType,
     /// `vibration_anomaly`, `temperature_anomaly`, `sensor_stuck`, `sensor_out_of_range`, ...
     pub anomaly_type: String,
@@ -320,9 +322,9 @@ pub fn severity_from_confidence(confidence: f64) -> u8 {
 /// Per-channel summary over one interval, same measures as the cloud's hourly aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRecord {
-    pub sensor_id: String,
+    pub sensor_id: Id,
     pub sensor_type: SensorType,
-    pub unit: String,
+    pub unit: Id,
     pub bucket_start_us: TimestampUs,
     pub interval_secs: u32,
     pub min: f64,
@@ -334,7 +336,7 @@ pub struct SummaryRecord {
     /// back out of the sensor id). Last, with a default: summaries stored before it
     /// existed decode with "" (see `outbox/encode.rs`).
     #[serde(default)]
-    pub device: String,
+    pub device: Id,
 }
 
 #[cfg(test)]

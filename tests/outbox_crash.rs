@@ -19,9 +19,9 @@ const BATCH: i64 = 200;
 
 fn marker(run: i64, index: i64) -> Record {
     Record::Reading(ReadingRecord {
-        sensor_id: format!("crash.run{run}"),
+        sensor_id: format!("crash.run{run}").into(),
         device: "crash".into(),
-        channel: format!("run{run}"),
+        channel: format!("run{run}").into(),
         sensor_type: SensorType::General,
         unit: "".into(),
         ts_us: index,
@@ -150,7 +150,7 @@ fn sigkill_mid_write_loses_no_committed_record() {
     let mut seen: HashMap<(String, i64), u32> = HashMap::new();
     for s in &stored {
         if let Record::Reading(r) = &s.record {
-            *seen.entry((r.sensor_id.clone(), r.ts_us)).or_default() += 1;
+            *seen.entry((r.sensor_id.to_string(), r.ts_us)).or_default() += 1;
         }
     }
     assert!(seen.values().all(|n| *n == 1), "no record stored twice");

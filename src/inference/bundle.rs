@@ -33,7 +33,7 @@ struct Batch {
 pub struct ModelBundle {
     manifest: Manifest,
     /// `name@version`, precomputed because every window record carries it.
-    detector: String,
+    detector: crate::id::Id,
     /// Where it came from (directory or `memory`), for messages.
     origin: String,
     plan: Arc<TypedSimplePlan>,
@@ -132,7 +132,7 @@ impl ModelBundle {
             .map_err(load_err("plan"))?;
         let state = plan.spawn().map_err(load_err("state"))?;
         let bundle = ModelBundle {
-            detector: manifest.detector_name(),
+            detector: manifest.detector_name().into(),
             manifest,
             origin,
             plan,
@@ -345,7 +345,7 @@ impl ModelBundle {
     }
 
     /// `name@version`.
-    pub fn detector(&self) -> &str {
+    pub fn detector(&self) -> &crate::id::Id {
         &self.detector
     }
 }

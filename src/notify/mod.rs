@@ -80,11 +80,11 @@ impl Notification<'_> {
         match name {
             "gateway" => self.gateway.to_string(),
             "site" => self.site.to_string(),
-            "device" => a.device.clone(),
+            "device" => a.device.to_string(),
             "group" => self.device.group.clone().unwrap_or_default(),
             "location" => self.device.location.clone(),
-            "channel" => a.channel.clone(),
-            "sensor_id" => a.sensor_id.clone(),
+            "channel" => a.channel.to_string(),
+            "sensor_id" => a.sensor_id.to_string(),
             "event" => self.event.as_str().to_string(),
             "severity" => a.severity.to_string(),
             "anomaly_type" => a.anomaly_type.clone(),
@@ -210,7 +210,11 @@ fn remember(memory: &mut Memory, alert: &AlertRecord, sent: Option<Event>) {
 }
 
 fn episode_key(a: &AlertRecord) -> EpisodeKey {
-    (a.sensor_id.clone(), a.anomaly_type.clone(), a.episode_us)
+    (
+        a.sensor_id.to_string(),
+        a.anomaly_type.clone(),
+        a.episode_us,
+    )
 }
 
 /// At most `per_hour` openings and escalations in any hour (wall clock: it is
@@ -283,7 +287,7 @@ impl NotifySink {
     fn routed(&self, alert: &AlertRecord) -> bool {
         let group = self
             .devices
-            .get(&alert.device)
+            .get(alert.device.as_str())
             .and_then(|d| d.group.as_deref());
         self.routes
             .iter()
@@ -384,7 +388,11 @@ impl Sink for NotifySink {
                     }
                 }
             }
-            let info = self.devices.get(&alert.device).cloned().unwrap_or_default();
+            let info = self
+                .devices
+                .get(alert.device.as_str())
+                .cloned()
+                .unwrap_or_default();
             let n = Notification {
                 event,
                 alert,

@@ -126,7 +126,7 @@ impl Board {
                     if let Ok(mut inner) = self.inner.lock() {
                         for v in p.open {
                             let key = (
-                                v.latest.sensor_id.clone(),
+                                v.latest.sensor_id.to_string(),
                                 v.latest.anomaly_type.clone(),
                                 v.latest.episode_us,
                             );
@@ -388,7 +388,11 @@ impl Inner {
     }
 
     fn alert(&mut self, a: &AlertRecord, plot: impl FnOnce() -> Option<Plot>) {
-        let key = (a.sensor_id.clone(), a.anomaly_type.clone(), a.episode_us);
+        let key = (
+            a.sensor_id.to_string(),
+            a.anomaly_type.clone(),
+            a.episode_us,
+        );
         let state = match a.state {
             AlertState::Open => "open",
             AlertState::Update => "update",

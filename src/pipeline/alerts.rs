@@ -272,9 +272,9 @@ pub fn make_alert(
 ) -> AlertRecord {
     let confidence = content.confidence.clamp(0.0, 1.0);
     AlertRecord {
-        sensor_id: channel.sensor_id.to_string(),
-        device: channel.device.to_string(),
-        channel: channel.channel.to_string(),
+        sensor_id: (&channel.sensor_id).into(),
+        device: (&channel.device).into(),
+        channel: (&channel.channel).into(),
         sensor_type: channel.sensor_type,
         recommended_actions: recommended_actions(&content.anomaly_type),
         anomaly_type: content.anomaly_type,

@@ -8,9 +8,10 @@
 //!
 //! This module runs no timers and emits no records.
 
+use crate::id::Id;
 use crate::inference::ModelBundle;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// Small persistent key-value state for the pipeline (baselines, summary buckets).
 /// The outbox implements it with a SQLite table; [`MemoryStateStore`] is for tests.
@@ -65,7 +66,7 @@ pub struct Detection {
     pub score: f64,
     pub threshold: f64,
     /// `name@version` of the model, or [`BUILTIN_RULE`].
-    pub detector: String,
+    pub detector: Id,
     /// 0..1: `clamp(1 - threshold/score, 0, 1)` above the threshold.
     pub confidence: f64,
 }
@@ -79,6 +80,30 @@ impl Detection {
 /// The detector name of the built-in relative rule (used when no relative bundle
 /// serves a channel).
 pub const BUILTIN_RULE: &str = "baseline-rule";
+
+/// [`BUILTIN_RULE`] as the [`Id`] records carry (shared, not a copy per reading).
+pub static BUILTIN_RULE_ID: LazyLock<Id> = LazyLock::new(|| Id::from(BUILTIN_RULE));
+
+/// The detector of a reading that was not scored (out of range, zero quality, no
+/// detector for its channel).
+pub static NOT_SCORED: LazyLock<Id> = LazyLock::new(|| Id::from("not-scored"));
+
+/// The detector of a reading or window of a channel still learning its baseline:
+/// `commissioning N %`, N the learning progress (`0..=1`) rounded to a whole percent.
+/// The 101 names are made once and shared.
+pub fn commissioning(progress: f64) -> Id {
+    static NAMES: LazyLock<Vec<Id>> = LazyLock::new(|| {
+        (0..=100)
+            .map(|n| Id::from(format!("commissioning {n} %")))
+            .collect()
+    });
+    let n = if progress.is_nan() {
+        0
+    } else {
+        (100.0 * progress).round().clamp(0.0, 100.0) as usize
+    };
+    NAMES[n].clone()
+}
 
 /// Scores `values` (named by `names`) with `bundle`, taking the features in the
 /// bundle's order. `buf` is reused between calls.
@@ -102,7 +127,7 @@ pub fn score_with_model(
     Ok(Detection {
         score,
         threshold: bundle.threshold(),
-        detector: bundle.detector().to_string(),
+        detector: bundle.detector().clone(),
         confidence: bundle.confidence(score),
     })
 }

@@ -270,7 +270,7 @@ fn a_scalar_channel_learns_its_baseline_and_keeps_it_across_a_restart() {
     let detectors: Vec<String> = recs
         .iter()
         .filter_map(|r| match r {
-            Record::Reading(x) => x.detection.as_ref().map(|d| d.detector.clone()),
+            Record::Reading(x) => x.detection.as_ref().map(|d| d.detector.to_string()),
             _ => None,
         })
         .collect();

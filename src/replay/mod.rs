@@ -401,7 +401,7 @@ fn account(
                 w.ts_us,
                 w.score,
                 w.threshold,
-                w.detector.clone(),
+                w.detector.as_ref().map(|d| d.to_string()),
                 w.features.clone(),
             ),
             Record::Reading(x) => {
@@ -410,7 +410,7 @@ fn account(
                     x.ts_us,
                     d.and_then(|d| d.score),
                     d.and_then(|d| d.threshold),
-                    d.map(|d| d.detector.clone()),
+                    d.map(|d| d.detector.to_string()),
                     vec![("value".to_string(), x.value)],
                 )
             }

@@ -278,7 +278,7 @@ impl RedisSink {
                         ("record_key", rec.key.clone()),
                         ("id", id),
                         ("gateway", self.gateway.clone()),
-                        ("sensor_id", a.sensor_id.clone()),
+                        ("sensor_id", a.sensor_id.to_string()),
                         ("sensor_type", a.sensor_type.as_str().to_string()),
                         ("anomaly_type", a.anomaly_type.clone()),
                         ("severity", a.severity.to_string()),

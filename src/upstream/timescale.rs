@@ -287,15 +287,15 @@ impl TimescaleSink {
                     }
                 }
                 Record::Alert(a) => {
-                    if !self.known_sensors.contains(&a.sensor_id) {
+                    if !self.known_sensors.contains(a.sensor_id.as_str()) {
                         p.sensors
-                            .entry(a.sensor_id.clone())
+                            .entry(a.sensor_id.to_string())
                             .or_insert_with(|| (a.sensor_type, location(&a.device)));
                     }
                     p.alerts.push(rec);
                 }
                 Record::Summary(s) => {
-                    if !self.known_sensors.contains(&s.sensor_id) {
+                    if !self.known_sensors.contains(s.sensor_id.as_str()) {
                         // Summaries stored before the record had its device: the
                         // sensor id up to its last dot, a best guess (channel names
                         // may hold dots too).
@@ -305,7 +305,7 @@ impl TimescaleSink {
                             s.device.as_str()
                         };
                         p.sensors
-                            .entry(s.sensor_id.clone())
+                            .entry(s.sensor_id.to_string())
                             .or_insert_with(|| (s.sensor_type, location(device)));
                     }
                     // The newest summary of a bucket wins (one upsert per key).
@@ -404,7 +404,7 @@ impl TimescaleSink {
                 sql,
                 &[
                     &id,
-                    &a.sensor_id,
+                    &a.sensor_id.as_str(),
                     &a.anomaly_type,
                     &i32::from(a.severity),
                     &a.confidence,

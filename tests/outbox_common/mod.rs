@@ -5,8 +5,8 @@ use edgegw::record::*;
 
 pub fn reading(i: i64) -> Record {
     Record::Reading(ReadingRecord {
-        sensor_id: format!("press-{:02}.vib_rms", i % 7),
-        device: format!("press-{:02}", i % 7),
+        sensor_id: format!("press-{:02}.vib_rms", i % 7).into(),
+        device: format!("press-{:02}", i % 7).into(),
         channel: "vib_rms".into(),
         sensor_type: SensorType::Vibration,
         unit: "mm/s".into(),
@@ -56,7 +56,7 @@ pub fn alert(i: i64) -> Record {
 
 pub fn summary(i: i64) -> Record {
     Record::Summary(SummaryRecord {
-        device: String::new(),
+        device: Default::default(),
         sensor_id: "press-01.temp".into(),
         sensor_type: SensorType::Temperature,
         unit: "degC".into(),

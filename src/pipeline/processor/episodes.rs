@@ -395,8 +395,8 @@ impl Processor {
     pub(super) fn emit_alert(&mut self, a: AlertRecord, out: &mut Vec<Record>) {
         self.counters.alerts += 1;
         // Its trackers go into the state table with this alert.
-        if !self.touched_episodes.contains(&a.sensor_id) {
-            self.touched_episodes.insert(a.sensor_id.clone());
+        if !self.touched_episodes.contains(a.sensor_id.as_str()) {
+            self.touched_episodes.insert(a.sensor_id.to_string());
         }
         let what = match (a.state, a.evidence.get("escalated_from_severity").is_some()) {
             (AlertState::Open, _) => "Alert opened",

@@ -55,7 +55,10 @@ use super::alerts::{
 };
 use super::baseline::LearnedBaseline;
 use super::bearing::{self, FamilyLevels};
-use super::detect::{score_with_model, Detection, StateStore, BUILTIN_RULE};
+use super::detect::{
+    commissioning, score_with_model, Detection, StateStore, BUILTIN_RULE, BUILTIN_RULE_ID,
+    NOT_SCORED,
+};
 use super::features::{FeatureExtractor, WindowMeta, Windower, ROLLING_FEATURES, WINDOW_FEATURES};
 use super::iso;
 use super::physical::{accel_unit_to_ms2, PhysicalParams};
@@ -69,7 +72,7 @@ use super::summary::{Bucket, SummaryAggregator};
 use super::validate::{ChannelLimits, Validator, Verdict};
 use crate::inference::{BundleKind, ModelBundle, Reference, SharedRegistry};
 use crate::record::{
-    format_rfc3339, AlertRecord, AlertState, ReadingRecord, Record, ScoreInfo, SummaryRecord,
+    format_rfc3339, AlertRecord, AlertState, Id, ReadingRecord, Record, ScoreInfo, SummaryRecord,
     TimestampUs, WindowRecord,
 };
 use crate::sources::{ChannelId, Reading, Value};
@@ -102,7 +105,7 @@ struct ChannelState {
     /// Reading time of the last scored scalar (trend weight).
     last_scored_us: Option<TimestampUs>,
     /// The detector of the last window or reading.
-    detector: String,
+    detector: Id,
     is_waveform: bool,
     /// Smoothed reading interval (scalars), µs, and how many intervals it saw.
     cadence_us: f64,
@@ -583,7 +586,7 @@ impl Processor {
                     summary,
                     errors: ChannelErrors::default(),
                     last_scored_us: None,
-                    detector: String::new(),
+                    detector: Id::default(),
                     is_waveform: matches!(r.value, Value::Block { .. }),
                     cadence_us: 0.0,
                     cadence_n: 0,
@@ -625,9 +628,9 @@ pub fn human_duration_us(us: i64) -> String {
 
 fn summary_record(id: &ChannelId, interval_secs: u32, b: &Bucket) -> SummaryRecord {
     SummaryRecord {
-        sensor_id: id.sensor_id.to_string(),
+        sensor_id: Id::from(&id.sensor_id),
         sensor_type: id.sensor_type,
-        unit: id.unit.to_string(),
+        unit: Id::from(&id.unit),
         bucket_start_us: b.start_us,
         interval_secs,
         min: b.min,
@@ -635,7 +638,7 @@ fn summary_record(id: &ChannelId, interval_secs: u32, b: &Bucket) -> SummaryReco
         avg: b.avg(),
         count: b.count,
         last: b.last,
-        device: id.device.to_string(),
+        device: Id::from(&id.device),
     }
 }
 

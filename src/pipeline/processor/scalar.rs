@@ -147,7 +147,7 @@ impl Processor {
             summary_done,
             scoreable,
             info: ScoreInfo {
-                detector: "not-scored".to_string(),
+                detector: NOT_SCORED.clone(),
                 score: None,
                 threshold: None,
             },
@@ -174,7 +174,7 @@ impl Processor {
                 match rolling.push(value) {
                     None => {
                         tail.info.detector =
-                            format!("{} (filling its {len}-reading window)", b.detector());
+                            format!("{} (filling its {len}-reading window)", b.detector()).into();
                     }
                     Some(features) => match score_with_model(
                         b,
@@ -217,7 +217,7 @@ impl Processor {
                         None => {
                             let ch = self.channel(r);
                             let p = ch.relative.as_ref().map_or(0.0, |d| d.progress(r.ts_us));
-                            tail.info.detector = format!("commissioning {:.0} %", 100.0 * p);
+                            tail.info.detector = commissioning(p);
                         }
                         Some((threshold, trend_on)) => {
                             match bundle.filter(|b| b.manifest().reference == Reference::Baseline) {
@@ -364,11 +364,11 @@ impl Processor {
             ch.detector.clone_from(&info.detector);
         }
         out.push(Record::Reading(ReadingRecord {
-            sensor_id: id.sensor_id.to_string(),
-            device: id.device.to_string(),
-            channel: id.channel.to_string(),
+            sensor_id: Id::from(&id.sensor_id),
+            device: Id::from(&id.device),
+            channel: Id::from(&id.channel),
             sensor_type: id.sensor_type,
-            unit: id.unit.to_string(),
+            unit: Id::from(&id.unit),
             ts_us,
             value,
             quality,

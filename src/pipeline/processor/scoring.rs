@@ -161,7 +161,7 @@ impl Processor {
                     det = Some(Detection {
                         score,
                         threshold: b.threshold(),
-                        detector: b.detector().to_string(),
+                        detector: b.detector().clone(),
                         confidence: b.confidence(score),
                     });
                 }
@@ -184,7 +184,7 @@ impl Processor {
             Detection {
                 score,
                 threshold,
-                detector: BUILTIN_RULE.to_string(),
+                detector: BUILTIN_RULE_ID.clone(),
                 confidence: crate::inference::bundle::confidence(score, threshold),
             }
         });

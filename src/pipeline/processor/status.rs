@@ -141,7 +141,7 @@ impl Processor {
                 ChannelStatus {
                     sensor_id: ch.id.sensor_id.to_string(),
                     kind: if ch.is_waveform { "window" } else { "scalar" },
-                    detector: ch.detector.clone(),
+                    detector: ch.detector.to_string(),
                     baseline_progress: progress,
                     baseline_learned: learned,
                     baseline_learned_us: learned_us,

@@ -192,7 +192,7 @@ impl Processor {
         let clean = w.meta.quality >= 1.0;
         let mut det = None;
         let mut trend = None;
-        let mut detector = "not-scored".to_string();
+        let mut detector = NOT_SCORED.clone();
         if scoreable {
             if let Some(b) = absolute {
                 match score_with_model(b, &WINDOW_FEATURES, &w.features, &mut self.model_input) {
@@ -223,7 +223,7 @@ impl Processor {
                             .get(&id.sensor_id)
                             .and_then(|c| c.relative.as_ref())
                             .map_or(0.0, |r| r.progress(ts));
-                        detector = format!("commissioning {:.0} %", 100.0 * p);
+                        detector = commissioning(p);
                     }
                 }
                 det = d;
@@ -233,11 +233,11 @@ impl Processor {
             ch.detector.clone_from(&detector);
         }
         out.push(Record::Window(WindowRecord {
-            sensor_id: id.sensor_id.to_string(),
-            device: id.device.to_string(),
-            channel: id.channel.to_string(),
+            sensor_id: Id::from(&id.sensor_id),
+            device: Id::from(&id.device),
+            channel: Id::from(&id.channel),
             sensor_type: id.sensor_type,
-            unit: id.unit.to_string(),
+            unit: Id::from(&id.unit),
             ts_us: ts,
             sample_rate_hz: w.meta.sample_rate_hz,
             samples: w.samples,
