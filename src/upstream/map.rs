@@ -4,8 +4,8 @@
 //! Pure functions, no I/O. The table in docs/upstreams.md mirrors this file.
 
 use crate::record::{
-    format_rfc3339, AlertRecord, AlertState, Record, SensorType, StoredRecord, SummaryRecord,
-    TimestampUs, WindowRecord,
+    format_rfc3339, AlertRecord, AlertState, ReadingRecord, Record, SensorType, StoredRecord,
+    SummaryRecord, TimestampUs, WindowRecord,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -101,46 +101,73 @@ fn json_number(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
+/// The `sensor_metadata` of a reading's row: `record_key`, the validation `flags`
+/// when there are any, and `detector`, `score` and `threshold` when detection looked
+/// at it (a score that is not a finite number is `null`).
+///
+/// Written in one pass into one string, in the order and form `serde_json` gives an
+/// object built with `json!` (keys sorted): this runs once per reading on the way
+/// upstream, and the `Value` tree took about ten allocations a reading.
+#[derive(serde::Serialize)]
+struct ReadingMetadata<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detector: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    flags: &'a [String],
+    record_key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threshold: Option<Option<f64>>,
+}
+
+fn reading_metadata(rec: &StoredRecord, r: &ReadingRecord) -> String {
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    let d = r.detection.as_ref();
+    let meta = ReadingMetadata {
+        detector: d.map(|d| d.detector.as_str()),
+        flags: &r.flags,
+        record_key: &rec.key,
+        score: d.map(|d| finite(d.score)),
+        threshold: d.map(|d| finite(d.threshold)),
+    };
+    let mut out = Vec::with_capacity(64 + rec.key.len());
+    // Writing plain strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &meta);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The `sensor_readings` rows of a record: one for a reading, one per feature (and
 /// one for the anomaly score, when a detector ran) for a window, none otherwise.
 pub fn rows(rec: &StoredRecord) -> Vec<Row<'_>> {
+    let mut out = Vec::new();
+    push_rows(rec, &mut out);
+    out
+}
+
+/// [`rows`], appended to `out` (no Vec per record).
+pub fn push_rows<'a>(rec: &'a StoredRecord, out: &mut Vec<Row<'a>>) {
     match &rec.record {
-        Record::Reading(r) => {
-            let mut metadata = if r.flags.is_empty() {
-                json!({ "record_key": rec.key })
-            } else {
-                json!({ "record_key": rec.key, "flags": r.flags })
-            };
-            if let Some(d) = &r.detection {
-                metadata["detector"] = json!(d.detector);
-                metadata["score"] = json!(d.score.map(json_number));
-                metadata["threshold"] = json!(d.threshold.map(json_number));
-            }
-            vec![Row {
-                sensor_id: r.sensor_id.as_str().into(),
-                sensor_type: r.sensor_type,
-                value: r.value,
-                unit: (!r.unit.is_empty()).then_some(r.unit.as_str()),
-                ts_us: r.ts_us,
-                quality: f64::from(r.quality),
-                metadata: metadata.to_string(),
-            }]
-        }
+        Record::Reading(r) => out.push(Row {
+            sensor_id: r.sensor_id.as_str().into(),
+            sensor_type: r.sensor_type,
+            value: r.value,
+            unit: (!r.unit.is_empty()).then_some(r.unit.as_str()),
+            ts_us: r.ts_us,
+            quality: f64::from(r.quality),
+            metadata: reading_metadata(rec, r),
+        }),
         Record::Window(w) => {
             let metadata = window_metadata(rec, w);
-            let mut out: Vec<Row<'_>> = w
-                .features
-                .iter()
-                .map(|(name, v)| Row {
-                    sensor_id: format!("{}.{}", w.sensor_id, name).into(),
-                    sensor_type: w.sensor_type,
-                    value: *v,
-                    unit: feature_unit(name, &w.unit),
-                    ts_us: w.ts_us,
-                    quality: f64::from(w.quality),
-                    metadata: metadata.clone(),
-                })
-                .collect();
+            out.extend(w.features.iter().map(|(name, v)| Row {
+                sensor_id: format!("{}.{}", w.sensor_id, name).into(),
+                sensor_type: w.sensor_type,
+                value: *v,
+                unit: feature_unit(name, &w.unit),
+                ts_us: w.ts_us,
+                quality: f64::from(w.quality),
+                metadata: metadata.clone(),
+            }));
             if let Some(score) = w.score {
                 out.push(Row {
                     sensor_id: format!("{}.anomaly_score", w.sensor_id).into(),
@@ -152,9 +179,8 @@ pub fn rows(rec: &StoredRecord) -> Vec<Row<'_>> {
                     metadata,
                 });
             }
-            out
         }
-        Record::Alert(_) | Record::Summary(_) => Vec::new(),
+        Record::Alert(_) | Record::Summary(_) => {}
     }
 }
 
@@ -332,6 +358,61 @@ mod tests {
         let meta: Value = serde_json::from_str(&rows[1].metadata).unwrap();
         assert_eq!(meta["features"]["rms"], json!(0.5));
         assert_eq!(meta["record_key"], json!("gw1:abc:7"));
+    }
+
+    /// The one-pass metadata of a reading is the text the `json!` form gave (keys
+    /// sorted, non-finite scores `null`, strings escaped), in every shape it takes.
+    #[test]
+    fn reading_metadata_is_the_text_of_the_json_object() {
+        let as_before = |rec: &StoredRecord, r: &ReadingRecord| {
+            let mut m = if r.flags.is_empty() {
+                json!({ "record_key": rec.key })
+            } else {
+                json!({ "record_key": rec.key, "flags": r.flags })
+            };
+            if let Some(d) = &r.detection {
+                m["detector"] = json!(d.detector);
+                m["score"] = json!(d.score.map(json_number));
+                m["threshold"] = json!(d.threshold.map(json_number));
+            }
+            m.to_string()
+        };
+        let detections = [
+            None,
+            Some((Some(1.25), Some(4.0))),
+            Some((None, None)),
+            Some((Some(f64::NAN), Some(f64::INFINITY))),
+            Some((Some(1e-300), Some(-0.0))),
+        ];
+        let mut n = 0;
+        for flags in [vec![], vec!["stuck".to_string(), "a\"q\\\n".to_string()]] {
+            for d in &detections {
+                let mut rec = stored(Record::Reading(ReadingRecord {
+                    sensor_id: "d.t".into(),
+                    device: "d".into(),
+                    channel: "t".into(),
+                    sensor_type: SensorType::Temperature,
+                    unit: "°C".into(),
+                    ts_us: 1,
+                    value: 21.5,
+                    quality: 1.0,
+                    flags: flags.clone(),
+                    detection: d.map(|(score, threshold)| crate::record::ScoreInfo {
+                        detector: "relative@1 \"ü\"".into(),
+                        score,
+                        threshold,
+                    }),
+                }));
+                rec.key = "gw\"1:abc:7".into();
+                let Record::Reading(r) = &rec.record else {
+                    unreachable!()
+                };
+                assert_eq!(reading_metadata(&rec, r), as_before(&rec, r));
+                assert_eq!(rows(&rec)[0].metadata, as_before(&rec, r));
+                n += 1;
+            }
+        }
+        assert_eq!(n, 10);
     }
 
     /// The ids upstream are part of the contract: a change of the namespace or of

@@ -277,13 +277,14 @@ impl TimescaleSink {
                         Record::Window(w) => w.device.as_str(),
                         _ => "",
                     };
-                    for row in map::rows(rec) {
+                    let first = p.rows.len();
+                    map::push_rows(rec, &mut p.rows);
+                    for row in &p.rows[first..] {
                         if !self.known_sensors.contains(row.sensor_id.as_ref()) {
                             p.sensors
                                 .entry(row.sensor_id.to_string())
                                 .or_insert_with(|| (row.sensor_type, location(device)));
                         }
-                        p.rows.push(row);
                     }
                 }
                 Record::Alert(a) => {
