@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-pub use crate::id::Id;
+pub use crate::id::{Id, NameMap, NameSet};
 
 /// Microseconds since the Unix epoch, UTC. Every timestamp in the pipeline uses it
 /// (defined with the number crunching, which uses it too).

@@ -20,7 +20,7 @@ use super::{Outcome, Sink, UpstreamError};
 use crate::config::TimescaleUpstream;
 use crate::record::{Record, SensorType, StoredRecord, SummaryRecord, TimestampUs};
 use futures_util::SinkExt;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -114,7 +114,7 @@ pub struct TimescaleSink {
     locations: HashMap<String, String>,
     client: Option<Client>,
     /// Sensors registered through the current connection (forgotten on reconnect).
-    known_sensors: HashSet<String>,
+    known_sensors: crate::id::NameSet<String>,
     mode: InsertMode,
     target: String,
 }
@@ -182,6 +182,15 @@ fn invalid(rec: &StoredRecord) -> Option<String> {
 fn copy_field(buf: &mut String, v: Option<&str>) {
     match v {
         None => buf.push_str("\\N"),
+        // Ids, units and JSON metadata seldom hold a character COPY escapes: copied
+        // whole (byte scan), not pushed a char at a time.
+        Some(s)
+            if !s
+                .bytes()
+                .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) =>
+        {
+            buf.push_str(s)
+        }
         Some(s) => {
             for c in s.chars() {
                 match c {
@@ -225,7 +234,7 @@ impl TimescaleSink {
             gateway: gateway.to_string(),
             locations,
             client: None,
-            known_sensors: HashSet::new(),
+            known_sensors: Default::default(),
             mode: InsertMode::Copy,
             target,
         }
@@ -529,4 +538,23 @@ impl Sink for TimescaleSink {
 
 fn bytes_of(s: String) -> bytes::Bytes {
     bytes::Bytes::from(s.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_field;
+
+    #[test]
+    fn copy_fields_escape_what_copy_text_format_reads_specially() {
+        let mut buf = String::new();
+        copy_field(&mut buf, Some("press-01.vib_rms"));
+        buf.push('|');
+        copy_field(&mut buf, Some("{\"k\":\"a\\\\b\"}\tx\ny\rü"));
+        buf.push('|');
+        copy_field(&mut buf, None);
+        assert_eq!(
+            buf,
+            "press-01.vib_rms|{\"k\":\"a\\\\\\\\b\"}\\tx\\ny\\rü|\\N"
+        );
+    }
 }

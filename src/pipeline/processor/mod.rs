@@ -72,8 +72,8 @@ use super::summary::{Bucket, SummaryAggregator};
 use super::validate::{ChannelLimits, Validator, Verdict};
 use crate::inference::{BundleKind, ModelBundle, Reference, SharedRegistry};
 use crate::record::{
-    format_rfc3339, AlertRecord, AlertState, Id, ReadingRecord, Record, ScoreInfo, SummaryRecord,
-    TimestampUs, WindowRecord,
+    format_rfc3339, AlertRecord, AlertState, Id, NameMap, NameSet, ReadingRecord, Record,
+    ScoreInfo, SummaryRecord, TimestampUs, WindowRecord,
 };
 use crate::sources::{ChannelId, Reading, Value};
 use serde::Serialize;
@@ -164,15 +164,15 @@ pub struct Processor {
     rules: EpisodeRules,
     registry: SharedRegistry,
     state: Box<dyn StateStore>,
-    limits: HashMap<String, ChannelLimits>,
-    devices: HashMap<String, DeviceDetection>,
+    limits: NameMap<String, ChannelLimits>,
+    devices: NameMap<String, DeviceDetection>,
     default_device: DeviceDetection,
     /// Latest shaft speed per device, Hz, from its speed channel.
     speeds: HashMap<String, f64>,
     /// Boxed: the map's slots stay small (a resize moves pointers, not states; with
     /// tens of thousands of channels the old and new tables of a resize of inline
     /// states once took 70 MB), and a state never moves.
-    channels: HashMap<Arc<str>, Box<ChannelState>>,
+    channels: NameMap<Arc<str>, Box<ChannelState>>,
     /// One extractor (FFT plan and buffers) per window length in use.
     extractors: HashMap<usize, FeatureExtractor>,
     pending: Vec<PendingWindow>,
@@ -184,9 +184,9 @@ pub struct Processor {
     score_groups: Vec<scalar::ScoreGroup>,
     counters: ProcessorCounters,
     /// Devices that got readings since the last [`Processor::take_state`].
-    touched: HashSet<Arc<str>>,
+    touched: NameSet<Arc<str>>,
     /// Each device's channels, in the order they were first seen.
-    device_channels: HashMap<Arc<str>, Vec<Arc<str>>>,
+    device_channels: NameMap<Arc<str>, Vec<Arc<str>>>,
     /// Summary buckets stored per device (see [`Processor::take_state`]), read once
     /// per device and handed to its channels as they appear; `None` when the device
     /// has no such entry (then a channel's own entry of an older version is read).
@@ -194,7 +194,7 @@ pub struct Processor {
     /// See [`Processor::set_redelivering`].
     redelivering: bool,
     /// Channels whose windower took waveform samples since then.
-    touched_windows: HashSet<Arc<str>>,
+    touched_windows: NameSet<Arc<str>>,
     /// Channels whose alert episodes moved (an alert was made) since then.
     touched_episodes: HashSet<String>,
     /// Alerts made outside a batch (a baseline reset closing an open episode), sent
@@ -239,21 +239,21 @@ impl Processor {
             default_device: DeviceDetection::from_pipeline(settings),
             registry,
             state,
-            limits: HashMap::new(),
-            devices: HashMap::new(),
+            limits: NameMap::default(),
+            devices: NameMap::default(),
             speeds: HashMap::new(),
-            channels: HashMap::new(),
+            channels: NameMap::default(),
             extractors: HashMap::new(),
             pending: Vec::new(),
             model_input: Vec::new(),
             tails: Vec::new(),
             score_groups: Vec::new(),
             counters: ProcessorCounters::default(),
-            touched: HashSet::new(),
-            device_channels: HashMap::new(),
+            touched: NameSet::default(),
+            device_channels: NameMap::default(),
             stored_summaries: HashMap::new(),
             redelivering: false,
-            touched_windows: HashSet::new(),
+            touched_windows: NameSet::default(),
             touched_episodes: HashSet::new(),
             pending_alerts: Vec::new(),
         }

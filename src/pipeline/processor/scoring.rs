@@ -196,7 +196,7 @@ impl Processor {
 /// Appends a channel's z values in `bundle`'s feature order to `dst`: the input row of
 /// a relative bundle (0 for a feature the baseline does not have).
 pub(super) fn z_row(
-    channels: &HashMap<Arc<str>, Box<ChannelState>>,
+    channels: &NameMap<Arc<str>, Box<ChannelState>>,
     sensor_id: &str,
     bundle: &ModelBundle,
     dst: &mut Vec<f32>,

@@ -10,9 +10,8 @@
 use super::codec::{self, Decoded};
 use super::plan::{ItemKind, Plan, ReadRequest};
 use crate::profiles::Table;
-use crate::record::now_us;
+use crate::record::{now_us, NameMap};
 use crate::sources::{ChannelId, DeviceSpec, Reading, Value};
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,7 +167,7 @@ pub struct DeviceRunner {
     pub spec: DeviceSpec,
     pub plan: Plan,
     pub timeout: Duration,
-    channels: HashMap<String, ChannelId>,
+    channels: NameMap<String, ChannelId>,
     /// Next due time per group.
     due: Vec<Instant>,
     /// Last exception code per request (per group), for logging state changes only.
@@ -177,7 +176,7 @@ pub struct DeviceRunner {
 
 impl DeviceRunner {
     pub fn new(spec: DeviceSpec, plan: Plan, timeout: Duration) -> Self {
-        let mut channels = HashMap::new();
+        let mut channels = NameMap::default();
         for g in &plan.groups {
             for r in &g.requests {
                 for it in &r.items {
@@ -243,7 +242,7 @@ impl DeviceRunner {
             answered: 0,
             error: None,
         };
-        let mut blocks: HashMap<&str, Vec<f32>> = HashMap::new();
+        let mut blocks: NameMap<&str, Vec<f32>> = NameMap::default();
         let started = std::time::Instant::now();
         let stats = &self.spec.stats;
         for (ri, req) in group.requests.iter().enumerate() {
@@ -331,8 +330,8 @@ fn decode_request<'a>(
     req: &'a ReadRequest,
     answer: &Answer,
     ts: i64,
-    channels: &HashMap<String, ChannelId>,
-    blocks: &mut HashMap<&'a str, Vec<f32>>,
+    channels: &NameMap<String, ChannelId>,
+    blocks: &mut NameMap<&'a str, Vec<f32>>,
     out: &mut Vec<Reading>,
 ) {
     for it in &req.items {
@@ -442,8 +441,8 @@ fn fail_items<'a>(
     req: &'a ReadRequest,
     ts: i64,
     flag: &str,
-    channels: &HashMap<String, ChannelId>,
-    blocks: &mut HashMap<&'a str, Vec<f32>>,
+    channels: &NameMap<String, ChannelId>,
+    blocks: &mut NameMap<&'a str, Vec<f32>>,
     out: &mut Vec<Reading>,
 ) {
     for it in &req.items {
