@@ -10,12 +10,13 @@ use std::sync::atomic::Ordering::Relaxed;
 /// use, the trend and open episodes, data/bundle mismatches.
 fn detection(live: &Live, out: &mut Exposition) {
     let channels = live.pipeline.channels();
+    let channels = channels.as_slice();
     if let Some(mut f) = out.family(
         "edgegw_baseline_progress",
         "Share of the channel's learning period done, 0..1 (1: baseline learned and held fixed).",
         Kind::Gauge,
     ) {
-        for c in &channels {
+        for c in channels {
             f.sample(&[("sensor_id", &c.sensor_id)], c.baseline_progress);
         }
     }
@@ -24,7 +25,7 @@ fn detection(live: &Live, out: &mut Exposition) {
         "When the channel's baseline was learned (Unix time).",
         Kind::Gauge,
     ) {
-        for c in &channels {
+        for c in channels {
             if let Some(t) = c.baseline_learned_us {
                 f.sample(&[("sensor_id", &c.sensor_id)], t as f64 / 1e6);
             }
@@ -35,7 +36,7 @@ fn detection(live: &Live, out: &mut Exposition) {
         "The learned typical (median) value of each health feature of a channel.",
         Kind::Gauge,
     ) {
-        for c in &channels {
+        for c in channels {
             for (feature, v) in &c.baseline {
                 f.sample(&[("sensor_id", &c.sensor_id), ("feature", feature)], *v);
             }
@@ -46,7 +47,7 @@ fn detection(live: &Live, out: &mut Exposition) {
         "The detector that scored the channel's last window or reading (value 1).",
         Kind::Gauge,
     ) {
-        for c in &channels {
+        for c in channels {
             f.sample(
                 &[("sensor_id", &c.sensor_id), ("detector", &c.detector)],
                 1.0,
@@ -58,7 +59,7 @@ fn detection(live: &Live, out: &mut Exposition) {
         "Trend (CUSUM) level of the channel's score; it alarms above edgegw_detection_trend_alarm.",
         Kind::Gauge,
     ) {
-        for c in &channels {
+        for c in channels {
             f.sample(&[("sensor_id", &c.sensor_id)], c.trend);
         }
     }
@@ -67,7 +68,7 @@ fn detection(live: &Live, out: &mut Exposition) {
         "Alarm level of the trend (CUSUM).",
         Kind::Gauge,
     ) {
-        for c in &channels {
+        for c in channels {
             f.sample(&[("sensor_id", &c.sensor_id)], c.trend_alarm);
         }
     }
@@ -76,7 +77,7 @@ fn detection(live: &Live, out: &mut Exposition) {
         "Severity 1..5 of the channel's open fault episode (0: none).",
         Kind::Gauge,
     ) {
-        for c in &channels {
+        for c in channels {
             f.sample(&[("sensor_id", &c.sensor_id)], f64::from(c.open_severity));
         }
     }
@@ -85,7 +86,7 @@ fn detection(live: &Live, out: &mut Exposition) {
         "Warnings about the channel's data against its detector (sample rate, cadence).",
         Kind::Gauge,
     ) {
-        for c in &channels {
+        for c in channels {
             f.sample(&[("sensor_id", &c.sensor_id)], c.warnings.len() as f64);
         }
     }

@@ -373,6 +373,15 @@ async fn handle(
         }
     } else if path == "/events" {
         return events(stream, status).await;
+    } else if path == "/metrics" {
+        // Its own deadline, as for any answer: a client that never reads does not
+        // hold the slot.
+        return match tokio::time::timeout(HEAD_TIMEOUT * 2, metrics(&mut stream, status, head_only))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        };
     } else {
         route(path, status).await
     };
@@ -679,19 +688,6 @@ async fn route(path: &str, s: &Status) -> Response {
             }
         }
         "/readyz" => readyz(s).await,
-        "/metrics" => {
-            let mut e = Exposition::new();
-            s.metrics.collect_into(&mut e);
-            match tokio::time::timeout(OUTBOX_TIMEOUT, s.outbox.stats()).await {
-                Ok(Ok(stats)) => collect::outbox(&stats, &mut e),
-                Ok(Err(err)) => tracing::warn!("Metrics: cannot read outbox stats: {err}"),
-                Err(_) => tracing::warn!("Metrics: outbox stats timed out"),
-            }
-            Response {
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                ..Response::text(200, e.finish())
-            }
-        }
         "/" => {
             s.live.board.watch();
             Response::html(200, page::PAGE_HTML)
@@ -705,6 +701,56 @@ async fn route(path: &str, s: &Status) -> Response {
             "not found; try / (the status page), /api/status, /healthz, /readyz or /metrics\n",
         ),
     }
+}
+
+/// `/metrics`, streamed: the collectors write on a blocking thread in chunks of
+/// ~64 kB (`metrics::CHUNK`), written out as they come, so a scrape of a gateway with
+/// tens of thousands of channels (~12 MB of text at 15,000) holds a few chunks, not
+/// the whole text. The length is not known up front: the body ends where the
+/// connection closes (`Connection: close`, as every answer here; RFC 9112, 6.3).
+async fn metrics(stream: &mut TcpStream, s: &Status, head_only: bool) -> std::io::Result<()> {
+    let stats = match tokio::time::timeout(OUTBOX_TIMEOUT, s.outbox.stats()).await {
+        Ok(Ok(stats)) => Some(stats),
+        Ok(Err(err)) => {
+            tracing::warn!("Metrics: cannot read outbox stats: {err}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("Metrics: outbox stats timed out");
+            None
+        }
+    };
+    stream
+        .write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        )
+        .await?;
+    if head_only {
+        return stream.shutdown().await;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(2);
+    let registry = s.metrics.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        // A client gone: the rest is written and dropped (the collectors only read).
+        let mut e = Exposition::streaming(move |chunk| {
+            let _ = tx.blocking_send(chunk);
+        });
+        registry.collect_into(&mut e);
+        if let Some(stats) = stats {
+            collect::outbox(&stats, &mut e);
+        }
+        e.finish();
+    });
+    while let Some(chunk) = rx.recv().await {
+        stream.write_all(chunk.as_bytes()).await?;
+    }
+    if let Err(e) = writer.await {
+        // A collector panicked: the body is cut short; the client sees the
+        // connection end mid-scrape.
+        tracing::error!("Metrics: the scrape failed: {e}");
+        return Ok(());
+    }
+    stream.shutdown().await
 }
 
 /// True when the outbox is at its bound (as the watchdog judges it).

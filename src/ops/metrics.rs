@@ -46,16 +46,59 @@ impl Kind {
 }
 
 /// A scrape being written. Families are written whole, one after another.
-#[derive(Debug, Default)]
+///
+/// Built whole ([`Exposition::new`], [`Exposition::finish`] returns the text) or
+/// streamed ([`Exposition::streaming`]): then the text goes to the sink in chunks of
+/// about [`CHUNK`] bytes, cut between samples, as it is written. A gateway with
+/// 15,000 channels writes ~165,000 samples (~12 MB) a scrape; streamed, the scrape
+/// holds one chunk at a time instead of the whole text.
+#[derive(Default)]
 pub struct Exposition {
     buf: String,
     /// Family names already written: a second `# TYPE` for a name is a format error.
     seen: std::collections::BTreeSet<String>,
+    /// Where full chunks go when streaming.
+    sink: Option<Box<dyn FnMut(String) + Send>>,
+}
+
+/// The size at which a streamed exposition hands a chunk to its sink.
+pub const CHUNK: usize = 64 * 1024;
+
+impl std::fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exposition")
+            .field("buffered", &self.buf.len())
+            .field("families", &self.seen.len())
+            .field("streaming", &self.sink.is_some())
+            .finish()
+    }
 }
 
 impl Exposition {
     pub fn new() -> Exposition {
         Exposition::default()
+    }
+
+    /// An exposition that hands its text to `sink` in chunks of about [`CHUNK`]
+    /// bytes, each ending with a whole line; [`Exposition::finish`] hands over the
+    /// rest.
+    pub fn streaming(sink: impl FnMut(String) + Send + 'static) -> Exposition {
+        Exposition {
+            buf: String::with_capacity(CHUNK + CHUNK / 4),
+            sink: Some(Box::new(sink)),
+            ..Exposition::default()
+        }
+    }
+
+    /// After a whole line: a full chunk goes to the sink.
+    fn line_written(&mut self) {
+        if self.buf.len() < CHUNK {
+            return;
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            let chunk = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK + CHUNK / 4));
+            sink(chunk);
+        }
     }
 
     /// Starts a family. Returns `None` when a family of that name was already written
@@ -70,8 +113,9 @@ impl Exposition {
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.buf, "# HELP {name} {help}");
         let _ = writeln!(self.buf, "# TYPE {name} {}", kind.as_str());
+        self.line_written();
         Some(Family {
-            out: &mut self.buf,
+            out: self,
             name: name.to_string(),
         })
     }
@@ -83,21 +127,31 @@ impl Exposition {
         }
     }
 
-    pub fn finish(self) -> String {
-        self.buf
+    /// The text written (empty when streaming: the rest went to the sink).
+    pub fn finish(mut self) -> String {
+        match self.sink.as_mut() {
+            Some(sink) => {
+                if !self.buf.is_empty() {
+                    sink(std::mem::take(&mut self.buf));
+                }
+                String::new()
+            }
+            None => self.buf,
+        }
     }
 }
 
 /// The samples of one family.
 pub struct Family<'a> {
-    out: &'a mut String,
+    out: &'a mut Exposition,
     name: String,
 }
 
 impl Family<'_> {
     /// One sample of a counter or gauge.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
-        write_sample(self.out, &self.name, "", labels, None, value);
+        write_sample(&mut self.out.buf, &self.name, "", labels, None, value);
+        self.out.line_written();
     }
 
     /// One histogram series: `counts[i]` observations fell in bucket `i` (not
@@ -112,7 +166,7 @@ impl Family<'_> {
                 None => "+Inf".to_string(),
             };
             write_sample(
-                self.out,
+                &mut self.out.buf,
                 &self.name,
                 "_bucket",
                 labels,
@@ -123,7 +177,7 @@ impl Family<'_> {
         if counts.len() == bounds.len() {
             // No overflow bucket given: +Inf equals the total.
             write_sample(
-                self.out,
+                &mut self.out.buf,
                 &self.name,
                 "_bucket",
                 labels,
@@ -131,15 +185,16 @@ impl Family<'_> {
                 cumulative as f64,
             );
         }
-        write_sample(self.out, &self.name, "_sum", labels, None, sum);
+        write_sample(&mut self.out.buf, &self.name, "_sum", labels, None, sum);
         write_sample(
-            self.out,
+            &mut self.out.buf,
             &self.name,
             "_count",
             labels,
             None,
             cumulative as f64,
         );
+        self.out.line_written();
     }
 }
 
@@ -177,8 +232,21 @@ fn write_sample(
         out.push('}');
     }
     out.push(' ');
-    out.push_str(&format_value(value));
+    write_value(out, value);
     out.push('\n');
+}
+
+/// [`format_value`], appended to `out`.
+fn write_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
 }
 
 /// Prometheus float syntax: integers without a fraction, `NaN`, `+Inf`, `-Inf`.
@@ -403,6 +471,57 @@ pub fn process_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Families of every kind, large enough for several chunks.
+    fn write_some(e: &mut Exposition) {
+        e.single("up", "Up.", Kind::Gauge, 1.0);
+        if let Some(mut f) = e.family("edgegw_x", "Per channel.", Kind::Gauge) {
+            for i in 0..20_000 {
+                let id = format!("dev{i}/ch\"{i}");
+                f.sample(&[("sensor_id", &id)], i as f64 * 0.5);
+            }
+        }
+        if let Some(mut f) = e.family("x_seconds", "Latency.", Kind::Histogram) {
+            for i in 0..500 {
+                f.histogram(
+                    &[("device", &format!("d{i}"))],
+                    &[0.1, 1.0],
+                    &[2, 3, 1],
+                    4.5,
+                );
+            }
+        }
+        e.single("edgegw_nan", "Not a number.", Kind::Gauge, f64::NAN);
+    }
+
+    #[test]
+    fn a_streamed_scrape_is_the_whole_text_in_chunks_of_whole_lines() {
+        let mut whole = Exposition::new();
+        write_some(&mut whole);
+        let whole = whole.finish();
+        assert!(whole.len() > 10 * CHUNK, "{} bytes", whole.len());
+
+        let chunks = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = chunks.clone();
+        let mut streamed = Exposition::streaming(move |c| sink.lock().unwrap().push(c));
+        write_some(&mut streamed);
+        assert!(
+            chunks.lock().unwrap().len() >= 10,
+            "chunks are handed over while the scrape is written"
+        );
+        assert_eq!(streamed.finish(), "");
+        let chunks = chunks.lock().unwrap();
+        assert_eq!(chunks.concat(), whole);
+        let last = chunks.len() - 1;
+        for (i, c) in chunks.iter().enumerate() {
+            assert!(c.ends_with('\n'), "chunk {i} ends inside a line");
+            // A chunk is cut after the line (or histogram series) that filled it.
+            assert!(c.len() < CHUNK + 1024, "chunk {i}: {} bytes", c.len());
+            if i < last {
+                assert!(c.len() >= CHUNK, "chunk {i}: {} bytes", c.len());
+            }
+        }
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_inf_equals_count() {

@@ -110,14 +110,16 @@ pub struct PipelineStats {
     /// What detection does on each channel (detector, baseline learning, trend),
     /// published by the processor thread every few seconds while it is read, at
     /// least once a minute otherwise (`pipeline::stage`).
-    channels: Mutex<Vec<crate::pipeline::processor::ChannelStatus>>,
+    /// Shared with the readers: a scrape or the page reads it without copying 15,000
+    /// entries and their strings.
+    channels: Mutex<Arc<Vec<crate::pipeline::processor::ChannelStatus>>>,
     /// Reads of `channels` so far: the processor publishes again once it moved.
     channel_reads: AtomicU64,
 }
 
 impl PipelineStats {
-    /// The published channel status (a copy), counted as read.
-    pub fn channels(&self) -> Vec<crate::pipeline::processor::ChannelStatus> {
+    /// The published channel status (shared, not copied), counted as read.
+    pub fn channels(&self) -> Arc<Vec<crate::pipeline::processor::ChannelStatus>> {
         self.channel_reads.fetch_add(1, Relaxed);
         self.channels.lock().map(|c| c.clone()).unwrap_or_default()
     }
@@ -130,7 +132,7 @@ impl PipelineStats {
     /// Replaces the published channel status.
     pub fn publish_channels(&self, status: Vec<crate::pipeline::processor::ChannelStatus>) {
         if let Ok(mut c) = self.channels.lock() {
-            *c = status;
+            *c = Arc::new(status);
         }
     }
 

@@ -106,7 +106,7 @@ pub fn snapshot(live: &Live, outbox: Option<&OutboxStats>, now_us: i64) -> Value
         "sources_stopped": sources_stopped,
         "devices": devices,
         "channels": channels,
-        "detection": detection,
+        "detection": detection.as_slice(),
         "alerts": {"open": open, "closed": closed},
         "outbox": outbox,
         "models": models,
