@@ -85,14 +85,17 @@ use std::sync::Arc;
 struct ChannelState {
     id: ChannelId,
     validator: Validator,
-    windower: Option<Windower>,
+    /// Boxed, as the rolling window and the envelope below: only a waveform channel
+    /// (or an absolute rolling bundle's) has one, and a plant gateway holds tens of
+    /// thousands of scalar channels (~140 bytes less each).
+    windower: Option<Box<Windower>>,
     /// Count-based rolling window, for absolute rolling bundles.
-    rolling: Option<RollingWindow>,
+    rolling: Option<Box<RollingWindow>>,
     /// Time-based rolling window, for relative scalar detection.
     time_window: Option<TimeWindow>,
     relative: Option<RelativeDetector>,
     /// Exponential average of the envelope spectrum (bearing diagnosis).
-    envelope: Option<EnvelopeAverage>,
+    envelope: Option<Box<EnvelopeAverage>>,
     /// Fault episode (model or relative score), state-change episode (vibration
     /// energy dropped), ISO 20816-3 zone episode, and the sensor-fault episodes.
     model_episode: EpisodeTracker,
@@ -543,7 +546,8 @@ impl Processor {
             let windower = match self.state.get(&window_key(&r.sensor_id)) {
                 Ok(Some(bytes)) => rmp_serde::from_slice(&bytes)
                     .ok()
-                    .and_then(Windower::from_state),
+                    .and_then(Windower::from_state)
+                    .map(Box::new),
                 Ok(None) => None,
                 Err(e) => {
                     self.counters.state_errors += 1;

@@ -167,9 +167,11 @@ impl Processor {
                     .unwrap_or(rolling_len_default);
                 self.check_cadence(&tail.id, b);
                 let ch = self.channel(r);
-                let rolling = ch.rolling.get_or_insert_with(|| RollingWindow::new(len));
+                let rolling = ch
+                    .rolling
+                    .get_or_insert_with(|| Box::new(RollingWindow::new(len)));
                 if rolling.len() != len {
-                    *rolling = RollingWindow::new(len);
+                    **rolling = RollingWindow::new(len);
                 }
                 match rolling.push(value) {
                     None => {

@@ -89,9 +89,9 @@ impl Processor {
         };
         let windower = ch
             .windower
-            .get_or_insert_with(|| Windower::new(len, overlap));
+            .get_or_insert_with(|| Box::new(Windower::new(len, overlap)));
         if windower.len() != len || windower.hop() != Windower::hop_for(len, overlap) {
-            *windower = Windower::new(len, overlap);
+            **windower = Windower::new(len, overlap);
         }
         if !self.touched_windows.contains(&r.sensor_id) {
             self.touched_windows.insert(r.sensor_id.clone());
@@ -167,10 +167,12 @@ impl Processor {
         let mut families: Option<FamilyLevels> = None;
         if let Some(ch) = self.channels.get_mut(&id.sensor_id) {
             if !w.envelope.is_empty() {
-                let avg = ch.envelope.get_or_insert_with(|| EnvelopeAverage {
-                    spectrum: Vec::new(),
-                    df: 0.0,
-                    n: 0,
+                let avg = ch.envelope.get_or_insert_with(|| {
+                    Box::new(EnvelopeAverage {
+                        spectrum: Vec::new(),
+                        df: 0.0,
+                        n: 0,
+                    })
                 });
                 avg.push(&w.envelope, w.envelope_df);
                 if let (Some(hz), Some((_, m))) = (shaft_hz, &dev.bearing) {
