@@ -98,6 +98,10 @@ async fn alerts_go_to_stream_and_channel_latest_values_to_hashes_resend_is_skipp
     records.push(window("press.vib", 3));
     records.push(alert("press.vib", ep, ep + 1, AlertState::Resolved, 0.1));
     records.push(summary("press.rms", 0, 1.0, 1));
+    let Record::Reading(last) = &records[19] else {
+        unreachable!("the 20th record is the last reading")
+    };
+    let last_ts = last.ts_us;
     append(&outbox, records).await;
     let report = run_until_drained(sink, &outbox).await;
     assert_eq!(report.acked, 24);
@@ -111,6 +115,20 @@ async fn alerts_go_to_stream_and_channel_latest_values_to_hashes_resend_is_skipp
         .await
         .unwrap();
     assert_eq!(h.get("value").map(String::as_str), Some("19"), "{h:?}");
+    // The whole latest-value hash of the last reading, field by field.
+    assert_eq!(h.get("unit").map(String::as_str), Some("mm/s"), "{h:?}");
+    assert_eq!(h.get("quality").map(String::as_str), Some("1"), "{h:?}");
+    assert_eq!(
+        h.get("sensor_type").map(String::as_str),
+        Some("vibration"),
+        "{h:?}"
+    );
+    assert_eq!(
+        h.get("timestamp"),
+        Some(&edgegw::record::format_rfc3339(last_ts)),
+        "{h:?}"
+    );
+    assert!(h.get("record_key").is_some_and(|k| !k.is_empty()), "{h:?}");
     let rms: Option<String> = redis::cmd("HGET")
         .arg(format!("{prefix}latest:press.vib.rms"))
         .arg("value")

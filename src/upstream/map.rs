@@ -147,6 +147,17 @@ pub fn rows(rec: &StoredRecord) -> Vec<Row<'_>> {
 
 /// [`rows`], appended to `out` (no Vec per record).
 pub fn push_rows<'a>(rec: &'a StoredRecord, out: &mut Vec<Row<'a>>) {
+    push_rows_inner(rec, out, true);
+}
+
+/// [`push_rows`] with an empty `metadata`: for an upstream that does not send it
+/// (Redis keeps the latest value of each sensor), which would otherwise write a JSON
+/// object per reading for nothing.
+pub fn push_rows_bare<'a>(rec: &'a StoredRecord, out: &mut Vec<Row<'a>>) {
+    push_rows_inner(rec, out, false);
+}
+
+fn push_rows_inner<'a>(rec: &'a StoredRecord, out: &mut Vec<Row<'a>>, with_metadata: bool) {
     match &rec.record {
         Record::Reading(r) => out.push(Row {
             sensor_id: r.sensor_id.as_str().into(),
@@ -155,10 +166,18 @@ pub fn push_rows<'a>(rec: &'a StoredRecord, out: &mut Vec<Row<'a>>) {
             unit: (!r.unit.is_empty()).then_some(r.unit.as_str()),
             ts_us: r.ts_us,
             quality: f64::from(r.quality),
-            metadata: reading_metadata(rec, r),
+            metadata: if with_metadata {
+                reading_metadata(rec, r)
+            } else {
+                String::new()
+            },
         }),
         Record::Window(w) => {
-            let metadata = window_metadata(rec, w);
+            let metadata = if with_metadata {
+                window_metadata(rec, w)
+            } else {
+                String::new()
+            };
             out.extend(w.features.iter().map(|(name, v)| Row {
                 sensor_id: format!("{}.{}", w.sensor_id, name).into(),
                 sensor_type: w.sensor_type,

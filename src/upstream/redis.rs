@@ -26,6 +26,7 @@ use crate::config::RedisUpstream;
 use crate::record::{format_rfc3339, now_us, Record, StoredRecord};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -253,8 +254,11 @@ impl RedisSink {
         let now_ms = now_us() / 1000;
         let window_ms = self.cfg.dedupe_window_hours.saturating_mul(3_600_000);
         let (seen, stream, channel) = (self.seen_key(), self.stream_key(), self.channel());
-        // Latest value per sensor within the batch; older ones would lose anyway.
-        let mut latest: BTreeMap<String, (i64, Vec<(String, String)>)> = BTreeMap::new();
+        // Latest value per sensor within the batch; older ones would lose anyway. The
+        // rows are kept as they are (they borrow the batch) and only the latest of each
+        // sensor is turned into fields.
+        let mut latest: BTreeMap<Cow<'_, str>, (map::Row<'_>, &str)> = BTreeMap::new();
+        let mut rows = Vec::new();
         for rec in batch {
             match &rec.record {
                 Record::Alert(a) => {
@@ -295,35 +299,37 @@ impl RedisSink {
                     pipe.add_command(cmd);
                 }
                 Record::Reading(_) | Record::Window(_) => {
-                    for row in map::rows(rec) {
+                    map::push_rows_bare(rec, &mut rows);
+                    for row in rows.drain(..) {
                         let newer = latest
                             .get(row.sensor_id.as_ref())
-                            .is_none_or(|(ts, _)| *ts < row.ts_us);
+                            .is_none_or(|(r, _)| r.ts_us < row.ts_us);
                         if newer {
-                            let fields = vec![
-                                ("value".to_string(), row.value.to_string()),
-                                ("unit".to_string(), row.unit.unwrap_or("").to_string()),
-                                ("quality".to_string(), row.quality.to_string()),
-                                ("sensor_type".to_string(), row.sensor_type.to_string()),
-                                ("timestamp".to_string(), format_rfc3339(row.ts_us)),
-                                ("record_key".to_string(), rec.key.clone()),
-                            ];
-                            latest.insert(row.sensor_id.to_string(), (row.ts_us, fields));
+                            latest.insert(row.sensor_id.clone(), (row, rec.key.as_str()));
                         }
                     }
                 }
                 Record::Summary(_) => {}
             }
         }
-        for (sensor, (ts, fields)) in latest {
+        for (sensor, (row, record_key)) in latest {
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(LATEST_SCRIPT)
                 .arg(1)
                 .arg(self.latest_key(&sensor))
-                .arg(ts);
-            for (k, v) in fields {
-                cmd.arg(k).arg(v);
-            }
+                .arg(row.ts_us);
+            cmd.arg("value")
+                .arg(row.value.to_string())
+                .arg("unit")
+                .arg(row.unit.unwrap_or(""))
+                .arg("quality")
+                .arg(row.quality.to_string())
+                .arg("sensor_type")
+                .arg(row.sensor_type.to_string())
+                .arg("timestamp")
+                .arg(format_rfc3339(row.ts_us))
+                .arg("record_key")
+                .arg(record_key);
             pipe.add_command(cmd);
         }
         pipe
