@@ -374,14 +374,7 @@ async fn handle(
     } else if path == "/events" {
         return events(stream, status).await;
     } else if path == "/metrics" {
-        // Its own deadline, as for any answer: a client that never reads does not
-        // hold the slot.
-        return match tokio::time::timeout(HEAD_TIMEOUT * 2, metrics(&mut stream, status, head_only))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Ok(()),
-        };
+        return metrics(&mut stream, status, head_only).await;
     } else {
         route(path, status).await
     };
@@ -708,6 +701,8 @@ async fn route(path: &str, s: &Status) -> Response {
 /// tens of thousands of channels (~12 MB of text at 15,000) holds a few chunks, not
 /// the whole text. The length is not known up front: the body ends where the
 /// connection closes (`Connection: close`, as every answer here; RFC 9112, 6.3).
+/// As for any answer, a client that stops reading does not hold the slot: each write
+/// has the deadline a whole answer has elsewhere.
 async fn metrics(stream: &mut TcpStream, s: &Status, head_only: bool) -> std::io::Result<()> {
     let stats = match tokio::time::timeout(OUTBOX_TIMEOUT, s.outbox.stats()).await {
         Ok(Ok(stats)) => Some(stats),
@@ -720,37 +715,49 @@ async fn metrics(stream: &mut TcpStream, s: &Status, head_only: bool) -> std::io
             None
         }
     };
-    stream
-        .write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        )
-        .await?;
-    if head_only {
-        return stream.shutdown().await;
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(2);
-    let registry = s.metrics.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        // A client gone: the rest is written and dropped (the collectors only read).
-        let mut e = Exposition::streaming(move |chunk| {
-            let _ = tx.blocking_send(chunk);
-        });
-        registry.collect_into(&mut e);
-        if let Some(stats) = stats {
-            collect::outbox(&stats, &mut e);
-        }
-        e.finish();
-    });
-    while let Some(chunk) = rx.recv().await {
-        stream.write_all(chunk.as_bytes()).await?;
-    }
-    if let Err(e) = writer.await {
-        // A collector panicked: the body is cut short; the client sees the
-        // connection end mid-scrape.
-        tracing::error!("Metrics: the scrape failed: {e}");
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
+    if !write_within(stream, HEAD).await? {
         return Ok(());
     }
-    stream.shutdown().await
+    if !head_only {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(2);
+        let registry = s.metrics.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            // A client gone: the rest is written and dropped (the collectors only read).
+            let mut e = Exposition::streaming(move |chunk| {
+                let _ = tx.blocking_send(chunk);
+            });
+            registry.collect_into(&mut e);
+            if let Some(stats) = stats {
+                collect::outbox(&stats, &mut e);
+            }
+            e.finish();
+        });
+        while let Some(chunk) = rx.recv().await {
+            if !write_within(stream, chunk.as_bytes()).await? {
+                return Ok(());
+            }
+        }
+        if let Err(e) = writer.await {
+            // A collector panicked: the body is cut short; the client sees the
+            // connection end mid-scrape.
+            tracing::error!("Metrics: the scrape failed: {e}");
+            return Ok(());
+        }
+    }
+    match tokio::time::timeout(HEAD_TIMEOUT * 2, stream.shutdown()).await {
+        Ok(r) => r,
+        Err(_) => Ok(()),
+    }
+}
+
+/// Writes `bytes` within the deadline of an answer; false when the client did not
+/// take them in time (the connection is then dropped).
+async fn write_within(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<bool> {
+    match tokio::time::timeout(HEAD_TIMEOUT * 2, stream.write_all(bytes)).await {
+        Ok(r) => r.map(|()| true),
+        Err(_) => Ok(false),
+    }
 }
 
 /// True when the outbox is at its bound (as the watchdog judges it).

@@ -236,7 +236,8 @@ fn write_sample(
     out.push('\n');
 }
 
-/// [`format_value`], appended to `out`.
+/// [`format_value`], appended to `out` (a sample's value, without a `String` of
+/// its own).
 fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
@@ -251,15 +252,9 @@ fn write_value(out: &mut String, v: f64) {
 
 /// Prometheus float syntax: integers without a fraction, `NaN`, `+Inf`, `-Inf`.
 pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
+    let mut s = String::new();
+    write_value(&mut s, v);
+    s
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`
