@@ -87,7 +87,7 @@ struct ChannelState {
     validator: Validator,
     /// Boxed, as the rolling window and the envelope below: only a waveform channel
     /// (or an absolute rolling bundle's) has one, and a plant gateway holds tens of
-    /// thousands of scalar channels (~140 bytes less each).
+    /// thousands of scalar channels (168 bytes less each).
     windower: Option<Box<Windower>>,
     /// Count-based rolling window, for absolute rolling bundles.
     rolling: Option<Box<RollingWindow>>,
