@@ -284,20 +284,21 @@ fn pieces() -> impl Strategy<Value = (Vec<u8>, Vec<prop::sample::Index>)> {
 
 /// What the listener sees (its own parse of the head, best effort): the method and
 /// whether an `Authorization` header appears at all.
-fn path_of(head: &[u8]) -> String {
-    let text = String::from_utf8_lossy(head);
-    text.lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("")
-        .to_string()
-}
-
 fn method_of(head: &[u8]) -> String {
     let text = String::from_utf8_lossy(head);
     text.lines()
         .next()
         .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The request path as the listener reads it (the first line's second word).
+fn path_of(head: &[u8]) -> String {
+    let text = String::from_utf8_lossy(head);
+    text.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("")
         .to_string()
 }
