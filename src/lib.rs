@@ -22,4 +22,5 @@ pub mod replay;
 pub mod retry;
 pub mod shutdown;
 pub mod sources;
+pub mod supervise;
 pub mod upstream;

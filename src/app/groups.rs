@@ -7,6 +7,7 @@
 use super::{Gateway, SOURCE_STOP_TIMEOUT};
 use crate::ops::reload::{GroupKey, GroupSpec};
 use crate::sources::DeviceSpec;
+use crate::supervise::{supervise, Supervised, PANIC_RESTART_DELAY};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -46,23 +47,31 @@ impl Gateway {
                 stats: self.devices.entry(m.config.id.clone()).or_default().clone(),
             })
             .collect();
-        let Some(run) = crate::sources::group::task(
-            &spec,
-            devices,
-            tx,
-            cancel.clone(),
-            self.topic_errors(&spec.key),
-        ) else {
-            alive.store(false, Relaxed);
-            return RunningGroup {
-                spec,
-                cancel,
-                handle: tokio::spawn(async {}),
-            };
+        let topic_errors = self.topic_errors(&spec.key);
+        let (task_spec, task_cancel) = (spec.clone(), cancel.clone());
+        let make = move || {
+            crate::sources::group::task(
+                &task_spec,
+                devices.clone(),
+                tx.clone(),
+                task_cancel.clone(),
+                topic_errors.clone(),
+            )
         };
+        // Started again after a panic, with `alive` honest throughout
+        // (`crate::supervise`).
+        let supervised = supervise(
+            Supervised {
+                kind: "source",
+                name,
+                up: Some(alive),
+                cancel: cancel.clone(),
+                delay: PANIC_RESTART_DELAY,
+            },
+            make,
+        );
         let handle = self.shutdown.spawn(async move {
-            run.await;
-            alive.store(false, Relaxed);
+            supervised.await;
         });
         RunningGroup {
             spec,

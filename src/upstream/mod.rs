@@ -172,16 +172,33 @@ pub fn spawn_forwarders(
 ) -> Forwarders {
     let mut tasks = Vec::new();
     let mut metrics = std::collections::BTreeMap::new();
-    for up in upstreams {
+    for mut up in upstreams {
         let m = std::sync::Arc::new(UpstreamMetrics::default());
         metrics.insert(up.name, m.clone());
-        let run = (up.spawn)(
-            outbox.clone(),
-            notify.clone(),
-            m,
-            shutdown.drained().child_token(),
+        let (outbox, notify, cancel) = (outbox.clone(), notify.clone(), shutdown.drained().clone());
+        let make = move || {
+            (up.spawn)(
+                outbox.clone(),
+                notify.clone(),
+                m.clone(),
+                cancel.child_token(),
+            )
+        };
+        // Started again from its outbox cursor after a panic (`crate::supervise`).
+        let run = crate::supervise::supervise(
+            crate::supervise::Supervised {
+                kind: "upstream",
+                name: up.name.to_string(),
+                up: None,
+                cancel: shutdown.drained().clone(),
+                delay: crate::supervise::PANIC_RESTART_DELAY,
+            },
+            make,
         );
-        tasks.push((up.name, shutdown.spawn(run)));
+        tasks.push((
+            up.name,
+            shutdown.spawn(async move { run.await.0.unwrap_or_default() }),
+        ));
     }
     Forwarders { tasks, metrics }
 }

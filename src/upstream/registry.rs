@@ -22,9 +22,16 @@ use tokio_util::sync::CancellationToken;
 /// [`crate::shutdown::Shutdown`]).
 pub type Forwarder = Pin<Box<dyn Future<Output = ForwarderReport> + Send>>;
 
-/// Builds the forwarder task of one upstream.
+/// Builds the forwarder task of one upstream, with a sink of its own: called again
+/// when the forwarder panicked ([`crate::supervise`]); `None` when the sink can no
+/// longer be built (logged).
 pub type Spawn = Box<
-    dyn FnOnce(OutboxHandle, Arc<Notify>, Arc<UpstreamMetrics>, CancellationToken) -> Forwarder
+    dyn FnMut(
+            OutboxHandle,
+            Arc<Notify>,
+            Arc<UpstreamMetrics>,
+            CancellationToken,
+        ) -> Option<Forwarder>
         + Send,
 >;
 
@@ -50,43 +57,77 @@ pub fn enabled(config: &GatewayConfig) -> Vec<Planned> {
 /// alerts only (`crate::notify`), cursor `notify:<sink>`.
 fn plan_notify(config: &GatewayConfig) -> Vec<Planned> {
     let mut out = Vec::new();
-    for (name, cfg) in crate::notify::sinks(config) {
+    // For building a sink again after a panic (only when a route uses a sink).
+    let mut shared: Option<Arc<GatewayConfig>> = None;
+    for (sink_name, cfg) in crate::notify::sinks(config) {
         let delivery = cfg.delivery();
-        let mut sink =
-            match crate::notify::build(config, &name, &cfg, Arc::new(UpstreamMetrics::default())) {
-                Ok(s) => s,
-                Err(e) => {
-                    // `check` refuses such a config; no cursor for a sink that cannot run.
-                    tracing::error!(sink = %name, error = %e, "Notification sink not started");
-                    continue;
-                }
-            };
+        let first = crate::notify::build(
+            config,
+            &sink_name,
+            &cfg,
+            Arc::new(UpstreamMetrics::default()),
+        );
+        let sink = match first {
+            Ok(s) => s,
+            Err(e) => {
+                // `check` refuses such a config; no cursor for a sink that cannot run.
+                tracing::error!(sink = %sink_name, error = %e, "Notification sink not started");
+                continue;
+            }
+        };
         let name = super::Sink::name(&sink);
+        let config = shared
+            .get_or_insert_with(|| Arc::new(config.clone()))
+            .clone();
+        let mut first = Some(sink);
         out.push(Planned {
             name,
             spawn: Box::new(move |outbox, notify, metrics, cancel| {
+                let mut sink = match first.take() {
+                    Some(s) => s,
+                    None => {
+                        match crate::notify::build(&config, &sink_name, &cfg, metrics.clone()) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::error!(sink = %sink_name, error = %e,
+                                "Notification sink could not be built again; not forwarding");
+                                return None;
+                            }
+                        }
+                    }
+                };
                 sink.set_metrics(metrics.clone());
-                Box::pin(run_forwarder(
-                    sink, outbox, delivery, notify, metrics, cancel,
-                ))
+                Some(Box::pin(run_forwarder(
+                    sink,
+                    outbox,
+                    delivery.clone(),
+                    notify,
+                    metrics,
+                    cancel,
+                )))
             }),
         });
     }
     out
 }
 
-/// A forwarder around `sink` with its delivery knobs.
+/// A forwarder around the sink that `build` makes, with its delivery knobs.
 fn planned<S: super::Sink + 'static>(
     name: &'static str,
-    sink: S,
+    mut build: impl FnMut() -> S + Send + 'static,
     delivery: crate::config::Delivery,
 ) -> Planned {
     Planned {
         name,
         spawn: Box::new(move |outbox, notify, metrics, cancel| {
-            Box::pin(run_forwarder(
-                sink, outbox, delivery, notify, metrics, cancel,
-            ))
+            Some(Box::pin(run_forwarder(
+                build(),
+                outbox,
+                delivery.clone(),
+                notify,
+                metrics,
+                cancel,
+            )))
         }),
     }
 }
@@ -95,25 +136,28 @@ fn plan_timescale(config: &GatewayConfig) -> Option<Planned> {
     let cfg = config.upstreams.timescale.as_ref().filter(|c| c.enabled)?;
     // Device locations go into the `sensors` rows (read at start: a reload reports
     // a change of location as restart-only, see `ops::reload`).
-    let locations = config
+    let locations: std::collections::HashMap<String, String> = config
         .devices
         .iter()
         .map(|d| (d.id.clone(), d.location.clone()))
         .collect();
-    let sink = timescale::TimescaleSink::new(cfg.clone(), &config.gateway.id, locations);
-    Some(planned("timescale", sink, cfg.delivery()))
+    let (c, gateway) = (cfg.clone(), config.gateway.id.clone());
+    let build = move || timescale::TimescaleSink::new(c.clone(), &gateway, locations.clone());
+    Some(planned("timescale", build, cfg.delivery()))
 }
 
 fn plan_redis(config: &GatewayConfig) -> Option<Planned> {
     let cfg = config.upstreams.redis.as_ref().filter(|c| c.enabled)?;
-    let sink = redis::RedisSink::new(cfg.clone(), &config.gateway.id);
-    Some(planned("redis", sink, cfg.delivery()))
+    let (c, gateway) = (cfg.clone(), config.gateway.id.clone());
+    let build = move || redis::RedisSink::new(c.clone(), &gateway);
+    Some(planned("redis", build, cfg.delivery()))
 }
 
 fn plan_http(config: &GatewayConfig) -> Option<Planned> {
     let cfg = config.upstreams.http.as_ref().filter(|c| c.enabled)?;
-    let sink = http::HttpSink::new(cfg.clone(), &config.gateway.id);
-    Some(planned("http", sink, cfg.delivery()))
+    let (c, gateway) = (cfg.clone(), config.gateway.id.clone());
+    let build = move || http::HttpSink::new(c.clone(), &gateway);
+    Some(planned("http", build, cfg.delivery()))
 }
 
 fn plan_mqtt(config: &GatewayConfig) -> Option<Planned> {
@@ -125,8 +169,9 @@ fn plan_mqtt(config: &GatewayConfig) -> Option<Planned> {
             "The MQTT upstream names a broker missing from [mqtt_brokers]; not forwarding");
         return None;
     };
-    let sink = mqtt::MqttSink::new(cfg.clone(), &cfg.broker, broker.clone(), &config.gateway.id);
-    Some(planned("mqtt", sink, cfg.delivery()))
+    let (c, broker, gateway) = (cfg.clone(), broker.clone(), config.gateway.id.clone());
+    let build = move || mqtt::MqttSink::new(c.clone(), &c.broker, broker.clone(), &gateway);
+    Some(planned("mqtt", build, cfg.delivery()))
 }
 
 #[cfg(test)]
