@@ -452,21 +452,58 @@ pub fn sinks(config: &GatewayConfig) -> Vec<(String, SinkConfig)> {
         .collect()
 }
 
+/// What the notification sinks take from the gateway's config, made once and
+/// shared by all of them: the device map is one `Arc`, and a sink can be built again
+/// after a panic (`crate::supervise`) from this instead of a copy of the config.
+#[derive(Debug, Clone)]
+pub struct Context {
+    gateway: String,
+    site: String,
+    brokers: BTreeMap<String, crate::config::MqttBrokerConfig>,
+    routes: Vec<Route>,
+    devices: Arc<BTreeMap<String, DeviceInfo>>,
+}
+
+impl Context {
+    pub fn new(config: &GatewayConfig) -> Context {
+        let devices = config
+            .devices
+            .iter()
+            .map(|d| {
+                (
+                    d.id.clone(),
+                    DeviceInfo {
+                        group: d.group.clone(),
+                        location: d.location.clone(),
+                    },
+                )
+            })
+            .collect();
+        Context {
+            gateway: config.gateway.id.clone(),
+            site: config.gateway.site.clone(),
+            brokers: config.mqtt_brokers.clone(),
+            routes: config.notify.routes.clone(),
+            devices: Arc::new(devices),
+        }
+    }
+}
+
 /// Builds the sink `name` (its transport connects lazily, at the first send).
 pub fn build(
-    config: &GatewayConfig,
+    ctx: &Context,
     name: &str,
     cfg: &SinkConfig,
     metrics: Arc<UpstreamMetrics>,
 ) -> Result<NotifySink, String> {
-    let gateway = config.gateway.id.clone();
+    let gateway = ctx.gateway.clone();
     let transport = match cfg {
         SinkConfig::Webhook(w) => {
             Transport::Webhook(webhook::Webhook::new(w.clone(), cfg.delivery()))
         }
         SinkConfig::Mqtt(m) => {
-            let broker = config
-                .mqtt_brokers
+            let broker = ctx
+                .brokers
                 .get(&m.broker)
                 .ok_or_else(|| format!("broker {:?} is not in [mqtt_brokers]", m.broker))?;
             let up = crate::config::MqttUpstream {
@@ -487,33 +524,19 @@ pub fn build(
         SinkConfig::Smtp(s) => Transport::Smtp(smtp::Smtp::new(s.clone(), &gateway)),
         SinkConfig::Modbus(m) => Transport::Modbus(modbus::Writer::new(m, cfg.delivery())?),
     };
-    let devices = config
-        .devices
-        .iter()
-        .map(|d| {
-            (
-                d.id.clone(),
-                DeviceInfo {
-                    group: d.group.clone(),
-                    location: d.location.clone(),
-                },
-            )
-        })
-        .collect();
     let per_hour = cfg.rate_limit_per_hour();
     Ok(NotifySink {
         name: Box::leak(NotifySink::cursor_name(name).into_boxed_str()),
         sink: name.to_string(),
-        routes: config
-            .notify
+        routes: ctx
             .routes
             .iter()
             .filter(|r| r.sinks.iter().any(|s| s == name))
             .cloned()
             .collect(),
-        devices: Arc::new(devices),
+        devices: ctx.devices.clone(),
         gateway,
-        site: config.gateway.site.clone(),
+        site: ctx.site.clone(),
         memory: Memory::default(),
         limit: (per_hour > 0).then(|| RateLimit {
             per_hour: per_hour as usize,

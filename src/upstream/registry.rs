@@ -57,16 +57,16 @@ pub fn enabled(config: &GatewayConfig) -> Vec<Planned> {
 /// alerts only (`crate::notify`), cursor `notify:<sink>`.
 fn plan_notify(config: &GatewayConfig) -> Vec<Planned> {
     let mut out = Vec::new();
-    // For building a sink again after a panic (only when a route uses a sink).
-    let mut shared: Option<Arc<GatewayConfig>> = None;
-    for (sink_name, cfg) in crate::notify::sinks(config) {
+    let sinks = crate::notify::sinks(config);
+    if sinks.is_empty() {
+        return out;
+    }
+    // Shared by the sinks, and kept to build one again after a panic.
+    let ctx = Arc::new(crate::notify::Context::new(config));
+    for (sink_name, cfg) in sinks {
         let delivery = cfg.delivery();
-        let first = crate::notify::build(
-            config,
-            &sink_name,
-            &cfg,
-            Arc::new(UpstreamMetrics::default()),
-        );
+        let first =
+            crate::notify::build(&ctx, &sink_name, &cfg, Arc::new(UpstreamMetrics::default()));
         let sink = match first {
             Ok(s) => s,
             Err(e) => {
@@ -76,25 +76,21 @@ fn plan_notify(config: &GatewayConfig) -> Vec<Planned> {
             }
         };
         let name = super::Sink::name(&sink);
-        let config = shared
-            .get_or_insert_with(|| Arc::new(config.clone()))
-            .clone();
+        let ctx = ctx.clone();
         let mut first = Some(sink);
         out.push(Planned {
             name,
             spawn: Box::new(move |outbox, notify, metrics, cancel| {
                 let mut sink = match first.take() {
                     Some(s) => s,
-                    None => {
-                        match crate::notify::build(&config, &sink_name, &cfg, metrics.clone()) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                tracing::error!(sink = %sink_name, error = %e,
+                    None => match crate::notify::build(&ctx, &sink_name, &cfg, metrics.clone()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(sink = %sink_name, error = %e,
                                 "Notification sink could not be built again; not forwarding");
-                                return None;
-                            }
+                            return None;
                         }
-                    }
+                    },
                 };
                 sink.set_metrics(metrics.clone());
                 Some(Box::pin(run_forwarder(
