@@ -41,7 +41,7 @@ fn batch(c: &mut Criterion) {
                 }
             })
         });
-        let plan = tract_onnx::onnx()
+        let plan = edgegw::inference::operators::onnx()
             .model_for_path(format!("{dir}/model.onnx"))
             .and_then(|m| m.with_input_fact(0, f32::fact([ROWS, n]).into()))
             .and_then(|m| m.into_optimized())

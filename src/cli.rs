@@ -154,6 +154,13 @@ enum ModelsCommand {
     Sync,
     /// What is cached, what is active, and why each device channel uses its bundle.
     List,
+    /// Check a bundle folder (manifest.json and model.onnx) as a sync would before
+    /// caching it: checksum, operators, tract load, input shape, the example. Exit 1
+    /// with the reason if a gateway would refuse it. Needs no config.
+    Check {
+        /// The bundle's folder.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +324,7 @@ pub fn main() -> ExitCode {
             };
             let format = cli.log_format.unwrap_or(loaded.config.logging.format);
             init_tracing(format, &loaded.config.logging.level);
+            isolate_bundle_checks();
             for d in &loaded.diags {
                 if d.is_error() {
                     tracing::error!("{d}");
@@ -456,18 +464,47 @@ fn outbox_command(
 }
 
 fn models_command(config_path: &std::path::Path, command: ModelsCommand) -> anyhow::Result<()> {
-    let loaded = config::load(config_path).map_err(|diags| {
-        print_diags(&diags);
-        anyhow::anyhow!("{} has errors", config_path.display())
-    })?;
+    let load = || {
+        config::load(config_path).map_err(|diags| {
+            print_diags(&diags);
+            anyhow::anyhow!("{} has errors", config_path.display())
+        })
+    };
     match command {
-        ModelsCommand::List => print!("{}", crate::inference::cli::list_text(&loaded)),
+        ModelsCommand::List => {
+            isolate_bundle_checks();
+            print!("{}", crate::inference::cli::list_text(&load()?))
+        }
         ModelsCommand::Sync => {
+            isolate_bundle_checks();
+            let loaded = load()?;
             let report = run_async_value(crate::inference::cli::sync_command(&loaded.config))?;
             print!("{report}");
         }
+        ModelsCommand::Check { dir } => {
+            let bundle = crate::inference::bundle::ModelBundle::load_dir(&dir)?;
+            let m = bundle.manifest();
+            println!(
+                "{}: {}@{} loads and reproduces its example ({} features)",
+                dir.display(),
+                m.name,
+                m.version,
+                m.features.len()
+            );
+        }
     }
     Ok(())
+}
+
+/// Bundles from S3 or the cache are checked by this executable in a child process
+/// before they are loaded here (src/inference/isolate.rs).
+fn isolate_bundle_checks() {
+    match std::env::current_exe() {
+        Ok(exe) => crate::inference::isolate::check_bundles_with(exe),
+        Err(e) => tracing::warn!(
+            "cannot find the gateway's own executable ({e}): model bundles are checked in this process"
+        ),
+    }
 }
 
 fn run_async_value<T, F: std::future::Future<Output = anyhow::Result<T>>>(

@@ -27,6 +27,9 @@ fn new_sync(
     s3: Option<edgegw::config::ModelsS3Config>,
     reg: &SharedRegistry,
 ) -> ModelSync {
+    // As the daemon does: every bundle from S3 or the cache is loaded first by the
+    // real `edgegw models check` in a process of its own (src/inference/isolate.rs).
+    edgegw::inference::isolate::check_bundles_with(env!("CARGO_BIN_EXE_edgegw").into());
     let mut s = ModelSync::new(&gateway_config(state, s3), reg.clone()).expect("sync");
     s.load_cached();
     s
@@ -131,6 +134,18 @@ async fn rejected_case(bad: Bundle, expect_in_reason: &str) {
     publish_index(&c, &[("vibration", &bad)]).await;
     let report = sync.sync_once().await.expect("sync itself works");
     assert_eq!(report.rejected.len(), 1, "{report:?}");
+    // Refused by `edgegw models check` in its own process, before any load here;
+    // a manifest that does not parse and a download cut short by the size limit are
+    // refused before that.
+    let before_the_check = ["missing field", "larger than the limit"];
+    assert!(
+        report.rejected[0].contains("refused by the check (exit 1)")
+            || before_the_check
+                .iter()
+                .any(|s| expect_in_reason.contains(s)),
+        "{:?}",
+        report.rejected[0]
+    );
     assert!(
         report.rejected[0].contains(expect_in_reason),
         "reason {:?} does not mention {expect_in_reason:?}",
@@ -178,6 +193,64 @@ async fn onnx_that_tract_cannot_load_is_rejected() {
     let mut b = Bundle::vibration("vibration-edge", "3.0.0", 7.0);
     b.onnx = b"this is not an ONNX protobuf at all".to_vec();
     rejected_case(b.reseal(), "tract cannot load").await;
+}
+
+#[tokio::test]
+async fn a_bundle_with_an_operator_the_gateway_does_not_run_is_rejected() {
+    use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+    let node = |op: &str, input: &str, output: &str| NodeProto {
+        op_type: op.into(),
+        name: format!("op_{output}"),
+        input: vec![input.into()],
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(GraphProto {
+            node: vec![node("Conv", "features", "c"), node("Sqrt", "c", "score")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut b = Bundle::vibration("vibration-edge", "3.0.0", 7.0);
+    b.onnx = prost::Message::encode_to_vec(&model);
+    rejected_case(b.reseal(), "does not run: Conv (it runs Add").await;
+}
+
+#[test]
+fn models_check_passes_a_good_bundle_and_names_what_is_wrong_with_a_bad_one() {
+    let exe = env!("CARGO_BIN_EXE_edgegw");
+    let good = root().join("models/vibration-default");
+    let out = std::process::Command::new(exe)
+        .args(["models", "check"])
+        .arg(&good)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("loads and reproduces its example (7 features)"),
+        "{stdout}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bundle::vibration("vibration-edge", "3.0.0", 7.0);
+    b.manifest["sha256"] = sha256_hex(b"something else").into();
+    std::fs::write(tmp.path().join("manifest.json"), b.manifest.to_string()).unwrap();
+    std::fs::write(tmp.path().join("model.onnx"), &b.onnx).unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["models", "check"])
+        .arg(tmp.path())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("sha256 check failed"), "{stderr}");
 }
 
 #[tokio::test]

@@ -116,8 +116,22 @@ impl ModelBundle {
         };
         let n = manifest.features.len();
         let mut reader = onnx;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut reader)
+        let framework = super::operators::onnx();
+        let proto = framework
+            .proto_model_for_read(&mut reader)
+            .map_err(load_err("parse"))?;
+        let graph_ops = proto.graph.iter().flat_map(|g| &g.node);
+        let missing = super::operators::unsupported(
+            graph_ops.map(|n| (n.domain.as_str(), n.op_type.as_str())),
+        );
+        if !missing.is_empty() {
+            return Err(InferenceError::Operators {
+                bundle: origin,
+                missing: missing.join(", "),
+            });
+        }
+        let model = framework
+            .model_for_proto_model(&proto)
             .map_err(load_err("parse"))?;
         check_io_names(&origin, &manifest, &model)?;
         let batch_model = (manifest.kind == BundleKind::Rolling

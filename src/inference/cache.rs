@@ -232,6 +232,7 @@ impl ModelCache {
                 source: std::io::Error::other("not a directory (symlinks are not followed)"),
             });
         }
+        super::isolate::check(&dir)?;
         let bundle = ModelBundle::load_dir(&dir)?;
         let m = bundle.manifest();
         if m.name != r.name || m.version != r.version {

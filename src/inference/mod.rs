@@ -16,7 +16,9 @@
 pub mod bundle;
 pub mod cache;
 pub mod cli;
+pub mod isolate;
 pub mod manifest;
+pub mod operators;
 pub mod registry;
 pub mod s3;
 pub mod sync;
@@ -62,6 +64,15 @@ pub enum InferenceError {
         stage: &'static str,
         message: String,
     },
+    #[error(
+        "model bundle {bundle}: model.onnx uses ONNX operators the gateway does not run: {missing} \
+         (it runs {}; docs/models.md, \"Exporting a compatible model\")",
+        operators::SUPPORTED.join(" ")
+    )]
+    Operators { bundle: String, missing: String },
+    /// Refused by the check in a process of its own ([`isolate`]).
+    #[error("model bundle {bundle}: {message}")]
+    Isolated { bundle: String, message: String },
     #[error("model bundle {bundle}: example check failed: manifest expects {expected}, model gives {actual}")]
     Example {
         bundle: String,

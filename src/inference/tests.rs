@@ -116,6 +116,29 @@ fn garbage_onnx_is_rejected_by_tract() {
 }
 
 #[test]
+fn a_bundle_with_operators_the_gateway_does_not_run_is_refused_by_name() {
+    use operators::tests::{model, node};
+    let (mut m, _) = test_bundle();
+    // x -> Conv (not run) -> ai.onnx.ml.Normalizer (another domain) -> Sqrt -> y
+    let mut nodes = vec![
+        node("Conv", &["x", "w"], "c", vec![]),
+        node("Normalizer", &["c"], "n", vec![]),
+        node("Sqrt", &["n"], "y", vec![]),
+    ];
+    nodes[1].domain = "ai.onnx.ml".into();
+    let onnx = prost::Message::encode_to_vec(&model(13, nodes, vec![]));
+    m["sha256"] = serde_json::json!(sha(&onnx));
+    let err = load(&m, &onnx).expect_err("must refuse");
+    assert!(matches!(err, InferenceError::Operators { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("does not run: Conv, ai.onnx.ml.Normalizer (it runs Add Sub"),
+        "{text}"
+    );
+    assert!(text.contains("docs/models.md"), "{text}");
+}
+
+#[test]
 fn wrong_input_shape_is_rejected() {
     let (mut m, onnx) = test_bundle();
     m["input"]["shape"] = serde_json::json!([1, 5]);

@@ -79,9 +79,12 @@ impl ModelSync {
             .map_err(s3)?;
         // Every check (sha256, tract load, shapes, the example) before it enters the cache.
         let dir = staging.path().to_path_buf();
-        blocking(move || ModelBundle::load_dir(&dir))
-            .await
-            .map_err(|e| Failure::Rejected(e.to_string()))?;
+        blocking(move || {
+            crate::inference::isolate::check(&dir)?;
+            ModelBundle::load_dir(&dir)
+        })
+        .await
+        .map_err(|e| Failure::Rejected(e.to_string()))?;
         self.cache
             .install(staging, r)
             .map_err(|e| Failure::Transient(e.to_string()))?;
