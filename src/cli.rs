@@ -235,6 +235,7 @@ fn generate(what: Generate) -> anyhow::Result<()> {
 }
 
 pub fn main() -> ExitCode {
+    log_panics();
     if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
         let Hidden::Generate { what } = Hidden::parse();
         return exit_with(generate(what));
@@ -494,6 +495,21 @@ fn models_command(config_path: &std::path::Path, command: ModelsCommand) -> anyh
         }
     }
     Ok(())
+}
+
+/// A panic is a bug, and the built binaries abort on one (Cargo.toml: `panic =
+/// "abort"`; systemd starts the daemon again). It is logged as an error first, in the
+/// log's format (JSON in the journal), with where it happened; then the default
+/// message goes to stderr.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(
+            panic = %info,
+            "The gateway panicked (a bug; please report it with this log). The built binary stops here and systemd starts it again; the outbox keeps what was committed"
+        );
+        default(info);
+    }));
 }
 
 /// Bundles from S3 or the cache are checked by this executable in a child process

@@ -18,6 +18,12 @@
 //! upstream's idempotent keys drop the copy (docs/upstreams.md). A task that keeps
 //! panicking is restarted every `delay`, each time logged; a stop (shutdown or
 //! reload) ends the wait at once.
+//!
+//! This acts in builds that unwind: tests and debug builds. The built binaries abort
+//! on a panic since 2026-12-07 (Cargo.toml, for size): there the panic is logged
+//! (`cli::log_panics`) and ends the daemon, and systemd starts the whole of it again,
+//! every task from its configuration and each forwarder from its outbox cursor, as
+//! above. Kept so that going back to unwinding is the one line in Cargo.toml.
 
 use futures_util::FutureExt;
 use std::future::Future;

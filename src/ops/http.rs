@@ -739,8 +739,9 @@ async fn metrics(stream: &mut TcpStream, s: &Status, head_only: bool) -> std::io
             }
         }
         if let Err(e) = writer.await {
-            // A collector panicked: the body is cut short; the client sees the
-            // connection end mid-scrape.
+            // A collector panicked (in a build that unwinds; the built binaries
+            // abort): the body is cut short; the client sees the connection end
+            // mid-scrape.
             tracing::error!("Metrics: the scrape failed: {e}");
             return Ok(());
         }
