@@ -513,8 +513,14 @@ fn log_panics() {
 }
 
 /// Bundles from S3 or the cache are checked by this executable in a child process
-/// before they are loaded here (src/inference/isolate.rs).
+/// before they are loaded here (src/inference/isolate.rs). On Linux through
+/// `/proc/self/exe`: the running binary even after a package upgrade replaced the
+/// file, and so the same tract as the daemon's.
 fn isolate_bundle_checks() {
+    let own = std::path::Path::new("/proc/self/exe");
+    if own.exists() {
+        return crate::inference::isolate::check_bundles_with(own.to_path_buf());
+    }
     match std::env::current_exe() {
         Ok(exe) => crate::inference::isolate::check_bundles_with(exe),
         Err(e) => tracing::warn!(

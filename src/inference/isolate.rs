@@ -61,6 +61,9 @@ pub(crate) fn check_with(program: &Path, dir: &Path) -> Result<()> {
             .rev()
             .find_map(|l| l.strip_prefix("edgegw: "))
             .unwrap_or_else(|| stderr.trim());
+        // It names the bundle as this error does: once is enough.
+        let prefix = format!("model bundle {bundle}: ");
+        let reason = reason.strip_prefix(prefix.as_str()).unwrap_or(reason);
         return Err(InferenceError::Isolated {
             bundle,
             message: format!("refused by the check (exit {code}): {reason}"),
