@@ -104,15 +104,6 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let bundle = tmp.path().join("b");
 
-        // Under the qemu-user test runner of scripts/cross-build the emulated test
-        // process cannot run the host's shell scripts (exit 127): nothing here can be
-        // checked there.
-        let probe = script(tmp.path(), "exit 0");
-        if let Err(e) = check_with(&probe, &bundle) {
-            eprintln!("skipped: this test process cannot run a shell script ({e})");
-            return;
-        }
-
         let ok = script(
             tmp.path(),
             "test \"$1 $2\" = \"models check\" && test -n \"$3\"",
@@ -148,6 +139,11 @@ mod tests {
         let err = check_with(&missing, &bundle)
             .expect_err("cannot start")
             .to_string();
-        assert!(err.contains("cannot start"), "{err}");
+        // A spawn error here; exit 127 where the process is emulated (the qemu-user
+        // runner of scripts/cross-build reports the failed exec as the child's exit).
+        assert!(
+            err.contains("cannot start") || err.contains("(exit 127)"),
+            "{err}"
+        );
     }
 }
